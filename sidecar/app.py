@@ -1,0 +1,200 @@
+"""The process: one top-level nursery owning the stdio server, the sender and the startup drain.
+
+Shutdown is a cascade. A stop (stdin EOF, SIGTERM/SIGINT, `shutdown`, or stdout gone) ends
+reading; calls in flight get a short grace; the writer sends what is owed and ends; then the
+sender is cancelled (its leases are handed back) and the database is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import httpx
+import trio
+
+from sidecar import __version__
+from sidecar.astore import AsyncStore
+from sidecar.config import Config
+from sidecar.framing import Frame, LineDecoder
+from sidecar.methods import METHODS, SLOW_METHODS, Services
+from sidecar.rpc import Dispatcher, Parsed, parse_line
+from sidecar.sender import Sender
+from sidecar.stdio import READ_CHUNK
+from sidecar.store import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+# Responses waiting for the writer; the reader stops reading while this is full.
+OUTBOUND_BUFFER = 256
+# Concurrent slow calls (ph_flush) a client may have open before reading pauses.
+MAX_SLOW_CALLS = 16
+IN_FLIGHT_GRACE_S = 0.5
+WRITER_GRACE_S = 0.5
+
+
+async def run(
+    config: Config,
+    stdin: trio.abc.ReceiveStream,
+    stdout: trio.abc.SendStream,
+    *,
+    remember_secret: Callable[[str], None] = lambda secret: None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Serve until a stop, then shut down in order. Returns when everything is closed."""
+    store = AsyncStore(config.db_path)
+    await store.open()
+    if config.api_key:
+        remember_secret(config.api_key)
+    client = httpx.AsyncClient(
+        transport=transport,
+        headers={"User-Agent": f"telemetry-sidecar/{__version__}"},
+        timeout=config.request_timeout_s,
+    )
+    stopping = trio.Event()
+    try:
+        async with client:
+            sender = Sender(config, store, client)
+            services = Services(config, store, sender, stopping, remember_secret)
+            dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)
+            send_out, receive_out = trio.open_memory_channel[bytes](OUTBOUND_BUFFER)
+            async with trio.open_nursery() as nursery:
+                writer_done = trio.Event()
+                nursery.start_soon(write_lines, stdout, receive_out, stopping, writer_done)
+                nursery.start_soon(sender.run)
+                await nursery.start(startup_drain, store, sender)
+                if handle_signals:
+                    nursery.start_soon(watch_signals, stopping)
+                log.info("telemetry-sidecar %s ready; capture host %s", __version__, config.host)
+                await serve_lines(stdin, dispatcher, send_out, stopping)
+                with trio.move_on_after(WRITER_GRACE_S):
+                    await writer_done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+    log.info("stopped")
+
+
+async def serve_lines(
+    stdin: trio.abc.ReceiveStream,
+    dispatcher: Dispatcher,
+    send_out: trio.MemorySendChannel[bytes],
+    stopping: trio.Event,
+) -> None:
+    """Read request lines until EOF or a stop, answer each, then close the outbound channel."""
+    decoder = LineDecoder()
+    slow_calls = trio.Semaphore(MAX_SLOW_CALLS)
+
+    async def handle(frame: Frame, nursery: trio.Nursery) -> None:
+        parsed = parse_line(frame)
+        if not isinstance(parsed, Parsed):
+            await send_out.send(parsed)
+        elif dispatcher.is_slow(parsed):
+            await slow_calls.acquire()
+            nursery.start_soon(answer_later, parsed, send_out.clone())
+        else:
+            response = await dispatcher.respond(parsed)
+            if response is not None:
+                await send_out.send(response)
+
+    async def answer_later(parsed: Parsed, out: trio.MemorySendChannel[bytes]) -> None:
+        async with out:
+            try:
+                response = await dispatcher.respond(parsed)
+                if response is not None:
+                    await out.send(response)
+            finally:
+                slow_calls.release()
+
+    async with send_out, trio.open_nursery() as calls:
+        with trio.CancelScope() as reading:
+            calls.start_soon(cancel_when_set, stopping, reading)
+            while not stopping.is_set():
+                chunk = await stdin.receive_some(READ_CHUNK)
+                frames = decoder.feed(chunk) if chunk else decoder.finish()
+                for frame in frames:
+                    await handle(frame, calls)
+                    if stopping.is_set():
+                        break
+                if not chunk:
+                    log.info("stdin closed; stopping")
+                    break
+        stopping.set()
+        calls.cancel_scope.deadline = trio.current_time() + IN_FLIGHT_GRACE_S
+
+
+async def cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `event` is set."""
+    await event.wait()
+    scope.cancel()
+
+
+async def write_lines(
+    stdout: trio.abc.SendStream,
+    receive_out: trio.MemoryReceiveChannel[bytes],
+    stopping: trio.Event,
+    done: trio.Event,
+) -> None:
+    """The only writer of the protocol stream: one write per wake-up, whole lines only."""
+    broken = False
+    async with receive_out:
+        async for line in receive_out:
+            if broken:
+                continue
+            pending = [line]
+            while True:
+                try:
+                    pending.append(receive_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await stdout.send_all(b"".join(pending))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                log.warning("stdout is gone (%s); stopping", type(exc).__name__)
+                broken = True
+                stopping.set()
+    done.set()
+
+
+async def startup_drain(
+    store: AsyncStore,
+    sender: Sender,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Take back the leases of dead processes and start delivering an earlier run's backlog.
+
+    Reports started once the backlog is measured, so the count is the earlier run's alone.
+    """
+    try:
+        backlog = await store.run(lambda s: s.depth())
+    except StorageUnavailable as exc:
+        log.warning("startup drain skipped: %s", exc)
+        task_status.started()
+        return
+    task_status.started()
+    try:
+        freed = await store.run(lambda s: s.recover_leases())
+    except StorageUnavailable as exc:
+        log.warning("could not take back old leases: %s", exc)
+        freed = 0
+    if freed:
+        log.info("took back %d events leased by a process that is gone", freed)
+    if backlog:
+        log.info("%d events queued by an earlier run; delivering", backlog)
+    if freed or backlog:
+        sender.wake()
+
+
+async def watch_signals(stopping: trio.Event) -> None:
+    """Turn SIGTERM and SIGINT into a clean stop."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            stopping.set()
+            return
+
+

@@ -1,0 +1,255 @@
+"""Validate and normalise one PostHog event: pure functions, no I/O, no module state.
+
+`normalize_event` implements the event contract in DESIGN.md. Besides that contract, it makes
+these decisions:
+
+- ``null`` counts as absent: a null ``distinct_id`` falls back to ``properties.distinct_id``, and
+  a null ``properties``, ``uuid`` or ``timestamp`` is treated as if the key were missing.
+- ``distinct_id`` is written at top level as a string. A top-level value, when present, is used
+  even if ``properties.distinct_id`` differs (an invalid top-level value rejects the event rather
+  than falling back). Integers become their decimal form (``42`` -> ``"42"``); a float that is a
+  whole number below 1e21 becomes the same text as the integer (``42.0`` -> ``"42"``, as
+  JavaScript's ``String(42.0)`` gives), any other finite float its shortest round-trip ``repr``
+  (``4.5`` -> ``"4.5"``). ``properties.distinct_id`` is left as the app sent it.
+- ``uuid`` is accepted in the forms PostHog's capture accepts: hyphenated (any case), 32 hex
+  digits, ``{hyphenated}`` and ``urn:uuid:hyphenated``; it is written in canonical lowercase
+  hyphenated form. When absent it is a fresh UUIDv7 carrying the caller's ``now``.
+- ``timestamp`` grammar (ASCII digits only)::
+
+      YYYY-MM-DD [ (T|t|space) HH:MM [:SS [(.|,)fraction]] [ Z | z | +HH:MM | +HHMM | +HH ] ]
+
+  (``-`` offsets alike). A date alone means midnight UTC; no offset means UTC; a fraction finer
+  than microseconds is truncated. Leap seconds (``:60``) and ``24:00`` are rejected, as are
+  instants that leave years 1-9999 once converted to UTC.
+- Every timestamp is written as ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` (always six fraction
+  digits, always ``+00:00``; e.g. ``2026-11-26T10:00:00.123000+00:00``). Fixed width, so text
+  order is time order.
+- Keys keep the app's order; keys the sidecar adds are appended.
+- Text that UTF-8 cannot encode (a lone surrogate, which ``json.loads`` produces from a
+  ``"\\ud800"`` escape) rejects the event, like NaN and Infinity: PostHog cannot parse either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+MAX_EVENT_BYTES = 1_000_000
+"""Largest accepted event: UTF-8 bytes of the normalised JSON text."""
+
+LIB_NAME = "telemetry-sidecar"
+"""Value of ``properties.$lib`` when the app sets none."""
+
+_DISTINCT_ID_REASON = "'distinct_id' must be a non-empty string or number"
+_FALLBACK_DISTINCT_ID_REASON = "'properties.distinct_id' must be a non-empty string or number"
+
+_HYPHENATED_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID_RE = re.compile(
+    rf"(?:urn:uuid:)?({_HYPHENATED_UUID})|\{{({_HYPHENATED_UUID})\}}|([0-9a-f]{{32}})",
+    re.ASCII | re.IGNORECASE,
+)
+
+# Gate in front of datetime.fromisoformat, which alone would also take e.g. any character as
+# the date/time separator, week dates and offsets with seconds.
+_TIMESTAMP_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?",
+    re.ASCII,
+)
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_UUID7_RANDOM_BYTES = 10  # 80 bits, of which version and variant overwrite 6
+
+
+class EventError(ValueError):
+    """An event that breaks the contract; str(exc) is the reason sent back to the app."""
+
+
+def normalize_event(raw: object, *, now: datetime, lib_version: str) -> str:
+    """Validate one event and return its normalised JSON text.
+
+    The text is compact (``separators=(",", ":")``, ``ensure_ascii=False``), ready to store and
+    to splice into a ``/batch/`` body. Raises `EventError` with a short human reason when the
+    event breaks the contract (see the module docstring). `now` must be timezone-aware (a naive
+    one is a caller bug and raises plain `ValueError`); it stamps events without a timestamp
+    and the UUIDv7 of events without a uuid. The caller's dicts are never modified.
+    """
+    now = _as_utc(now)
+    if not isinstance(raw, dict):
+        raise EventError("event must be an object")
+    event: dict[str, Any] = dict(raw)
+
+    name = event.get("event")
+    if name is None:
+        raise EventError("missing 'event'")
+    if not isinstance(name, str) or not name:
+        raise EventError("'event' must be a non-empty string")
+
+    properties = event.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        raise EventError("'properties' must be an object")
+
+    event["distinct_id"] = _distinct_id(event.get("distinct_id"), properties)
+
+    if "$lib" not in properties or "$lib_version" not in properties:
+        properties = dict(properties)
+        properties.setdefault("$lib", LIB_NAME)
+        properties.setdefault("$lib_version", lib_version)
+    event["properties"] = properties
+
+    given_uuid = event.get("uuid")
+    event["uuid"] = _uuid7_text(now) if given_uuid is None else _canonical_uuid(given_uuid)
+
+    given_timestamp = event.get("timestamp")
+    event["timestamp"] = (
+        _format_timestamp(now) if given_timestamp is None else _canonical_timestamp(given_timestamp)
+    )
+
+    return _serialize(event)
+
+
+def uuid7(now: datetime | None = None, rand: Callable[[int], bytes] = os.urandom) -> uuid.UUID:
+    """RFC 9562 UUIDv7: 48-bit unix ms timestamp, version 7, variant 10, random rest.
+
+    `now` (timezone-aware; default: the system clock) gives the timestamp, truncated to the
+    millisecond; `rand(10)` supplies the 74 random bits. The random bits carry no counter, so UUIDs
+    made within one millisecond are unordered among themselves; across milliseconds they sort
+    by time. Raises `ValueError` for a naive `now` or one before 1970.
+    """
+    if now is None:
+        ms = time.time_ns() // 1_000_000
+    else:
+        if now.utcoffset() is None:
+            raise ValueError("now must be timezone-aware")
+        ms = (now - _UNIX_EPOCH) // _ONE_MS
+    return uuid.UUID(int=_uuid7_int(ms, rand))
+
+
+def _uuid7_int(ms: int, rand: Callable[[int], bytes]) -> int:
+    """Return the 128-bit integer of a UUIDv7 for unix time `ms` with random bits from `rand`."""
+    if not 0 <= ms < 1 << 48:
+        raise ValueError("time outside the UUIDv7 range")
+    random_bytes = rand(_UUID7_RANDOM_BYTES)
+    if len(random_bytes) != _UUID7_RANDOM_BYTES:
+        raise ValueError(f"rand({_UUID7_RANDOM_BYTES}) returned {len(random_bytes)} bytes")
+    value = (ms << 80) | int.from_bytes(random_bytes, "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    return (value & ~(0b11 << 62)) | (0b10 << 62)  # variant 10
+
+
+def _uuid7_text(now: datetime) -> str:
+    """Return a fresh UUIDv7 for `now` (aware UTC) as canonical text, without a UUID object."""
+    digits = f"{_uuid7_int((now - _UNIX_EPOCH) // _ONE_MS, os.urandom):032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _as_utc(now: datetime) -> datetime:
+    """Return `now` in UTC; a naive datetime is a caller bug."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    return now if now.tzinfo is UTC else now.astimezone(UTC)
+
+
+def _distinct_id(top_level: object, properties: dict[str, Any]) -> str:
+    """Return the event's distinct_id as text: top level first, else properties.distinct_id."""
+    if top_level is not None:
+        return _distinct_id_text(top_level, _DISTINCT_ID_REASON)
+    fallback = properties.get("distinct_id")
+    if fallback is None:
+        raise EventError("missing 'distinct_id'")
+    return _distinct_id_text(fallback, _FALLBACK_DISTINCT_ID_REASON)
+
+
+def _distinct_id_text(value: object, reason: str) -> str:
+    """Return a distinct_id value as its string form, or raise EventError(reason)."""
+    if isinstance(value, str):
+        if value:
+            return value
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's integer-to-text digit limit
+            raise EventError(reason) from None
+    elif isinstance(value, float) and math.isfinite(value):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    raise EventError(reason)
+
+
+def _canonical_uuid(value: object) -> str:
+    """Return a UUID string in canonical lowercase hyphenated form, or raise EventError."""
+    match = _UUID_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise EventError("invalid 'uuid'")
+    hyphenated = match[1] or match[2]
+    if hyphenated:
+        return hyphenated.lower()
+    digits = match[3].lower()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _canonical_timestamp(value: object) -> str:
+    """Return an ISO 8601 timestamp string converted to UTC in canonical form, or raise."""
+    if not isinstance(value, str):
+        raise EventError("'timestamp' must be an ISO 8601 string")
+    if _TIMESTAMP_RE.fullmatch(value) is None:
+        raise EventError("unparseable 'timestamp'")
+    try:
+        # The gate admits only ASCII, so upper() only turns 't'/'z' into what Python 3.11 takes.
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:  # e.g. February 30th, hour 24, second 60
+        raise EventError("unparseable 'timestamp'") from None
+    if parsed.tzinfo is None:
+        return _format_timestamp(parsed.replace(tzinfo=UTC))
+    try:
+        return _format_timestamp(parsed.astimezone(UTC))
+    except OverflowError:
+        raise EventError("'timestamp' out of range") from None
+
+
+def _format_timestamp(moment: datetime) -> str:
+    """Format an aware UTC datetime as YYYY-MM-DDTHH:MM:SS.ffffff+00:00."""
+    return moment.isoformat(timespec="microseconds")
+
+
+def _serialize(event: dict[str, Any]) -> str:
+    """Return the compact JSON text of `event`, or raise EventError if PostHog could not take it."""
+    try:
+        text = _ENCODER.encode(event)
+    except (TypeError, ValueError):
+        raise EventError(_unserializable_reason(event)) from None
+    if text.isascii():  # O(1) in CPython: bytes == characters, nothing to encode
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise EventError("event contains invalid Unicode (a lone surrogate)") from None
+    if size > MAX_EVENT_BYTES:
+        raise EventError(f"event is {size} bytes serialized, over the {MAX_EVENT_BYTES} limit")
+    return text
+
+
+def _unserializable_reason(event: dict[str, Any]) -> str:
+    """Say why `event` failed to serialize (error path only, so a second attempt is fine)."""
+    try:
+        json.dumps(event, allow_nan=True)
+    except (TypeError, ValueError):
+        return "event contains a value that is not JSON"
+    return "event contains NaN or Infinity, which JSON cannot carry"

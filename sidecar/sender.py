@@ -1,0 +1,261 @@
+"""The sender: one task that takes leased batches from the queue and POSTs them to capture.
+
+It waits for work (woken at once by new events), sends one request at a time, and applies the
+delivery rules: delete on 2xx, back off on server errors and timeouts (counted against
+--max-retries), back off without counting while offline, split on 413 and 400, hold a key's
+events after 401/403.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import httpx
+import trio
+
+from sidecar import capture
+from sidecar.astore import AsyncStore
+from sidecar.capture import Backoff, Outcome, Verdict
+from sidecar.config import Config
+from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long to wait before trying a queue that would not open or write again.
+STORAGE_RETRY_S = 5.0
+# Grace for handing leases back when the task is cancelled mid-request.
+RELEASE_GRACE_S = 1.0
+
+
+class WaitReason(enum.Enum):
+    """Why the sender is not sending right now."""
+
+    BACKOFF = "backoff"  # a server error or timeout; never cut short
+    OFFLINE = "offline"  # no connection; `ph_flush` may cut it short
+    STORAGE = "storage"  # the queue could not be read
+
+
+class Sender:
+    """Delivers the queue. `run` is the task; `wake` and `flush` are called by the methods."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: AsyncStore,
+        client: httpx.AsyncClient,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Set up an idle sender; nothing runs until `run` is started in a nursery."""
+        self._config = config
+        self._store = store
+        self._client = client
+        self._url = f"{config.host}/batch/"
+        self._backoff = Backoff(config.backoff_base_s, config.backoff_max_s,
+                                config.retry_after_max_s)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._wake = trio.Event()
+        self._cut_short = trio.Event()
+        self._changed = trio.Event()
+        self._held_until: dict[str, float] = {}
+        self._failures = 0
+        self._claims = 0
+        self._idle_after_claim = -1
+        self.next_attempt_at: float | None = None
+        self.wait_reason: WaitReason | None = None
+        self.delivered = 0  # by this process, for ph_flush
+
+    # ---- called from the methods --------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New events are queued: stop waiting for work (a backoff still runs its course)."""
+        self._wake.set()
+
+    def next_attempt_in(self) -> float | None:
+        """Seconds until the sender will try again, or None when nothing is waiting."""
+        now = trio.current_time()
+        if self.next_attempt_at is not None:
+            return max(0.0, self.next_attempt_at - now)
+        holds = [until for until in self._held_until.values() if until > now]
+        return max(0.0, min(holds) - now) if holds else None
+
+    async def flush_until(self, deadline: float, stopping: trio.Event) -> int:
+        """Deliver what can be delivered by `deadline` (trio time); returns events delivered.
+
+        Cuts short an offline wait, never a server's backoff or Retry-After, and leaves held
+        events held. Returns early once the queue has nothing deliverable, the next attempt
+        falls after the deadline, or the process is stopping.
+        """
+        delivered_before = self.delivered
+        claims_before = self._claims
+        if self.wait_reason is WaitReason.OFFLINE:
+            self._cut_short.set()
+        self.wake()
+        with trio.move_on_at(deadline):
+            while not (stopping.is_set() or self._settled(claims_before, deadline)):
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(_wait_then_cancel, self._changed, waiters.cancel_scope)
+                    waiters.start_soon(_wait_then_cancel, stopping, waiters.cancel_scope)
+        return self.delivered - delivered_before
+
+    def _settled(self, claims_before: int, deadline: float) -> bool:
+        if self._idle_after_claim > claims_before:
+            return True
+        return self.next_attempt_at is not None and self.next_attempt_at > deadline
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # ---- the task -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver forever; cancel the surrounding scope to stop."""
+        task_status.started()
+        while True:
+            await self._wait_for_turn()
+            self._wake = trio.Event()
+            self._claims += 1
+            claim_number = self._claims
+            try:
+                claim = await self._claim()
+            except StorageUnavailable as exc:
+                log.warning("cannot read the queue: %s", exc)
+                self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
+                continue
+            if claim is None:
+                self._idle_after_claim = claim_number
+                self._notify()
+                await self._wait_for_work()
+                continue
+            await self._deliver(claim)
+
+    async def _claim(self) -> Claim | None:
+        now = trio.current_time()
+        for key in [k for k, until in self._held_until.items() if until <= now]:
+            del self._held_until[key]
+        held = list(self._held_until)
+        config = self._config
+        return await self._store.run(
+            lambda store: store.claim(
+                config.batch_size, max_bytes=config.max_batch_bytes, exclude_keys=held
+            )
+        )
+
+    async def _wait_for_turn(self) -> None:
+        if self.next_attempt_at is None:
+            return
+        with trio.move_on_at(self.next_attempt_at):
+            if self.wait_reason is WaitReason.OFFLINE:
+                await self._cut_short.wait()
+            else:
+                await trio.sleep_forever()
+        self._cut_short = trio.Event()
+        self.next_attempt_at = None
+        self.wait_reason = None
+
+    async def _wait_for_work(self) -> None:
+        wake_at = min(self._held_until.values(), default=math.inf)
+        with trio.move_on_at(wake_at):
+            await self._wake.wait()
+
+    def _schedule(self, reason: WaitReason, delay: float) -> None:
+        self.wait_reason = reason
+        self.next_attempt_at = trio.current_time() + delay
+        self._notify()
+
+    async def _deliver(self, claim: Claim) -> None:
+        """Send one claim, splitting it as the server asks; every lease ends released."""
+        pending: deque[tuple[QueuedEvent, ...]] = deque([claim.events])
+        try:
+            while pending:
+                events = pending.popleft()
+                verdict = await self._attempt(claim.api_key, events)
+                if not await self._apply(claim.api_key, events, verdict, pending):
+                    break
+        finally:
+            leftover = [event.id for batch in pending for event in batch]
+            if leftover:
+                with trio.move_on_after(RELEASE_GRACE_S, shield=True):
+                    await self._release(leftover, count_retry=False)
+
+    async def _attempt(self, api_key: str, events: Sequence[QueuedEvent]) -> Verdict:
+        body = capture.batch_body(api_key, [e.body for e in events], datetime.now(UTC))
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        try:
+            response = await self._client.post(
+                self._url, content=body, headers=headers, timeout=self._config.request_timeout_s
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return Verdict(Outcome.OFFLINE, f"cannot connect to capture: {type(exc).__name__}")
+        except httpx.TimeoutException as exc:
+            return Verdict(Outcome.RETRY, f"capture timed out: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return Verdict(Outcome.RETRY, f"connection to capture lost: {type(exc).__name__}")
+        return capture.classify_status(response.status_code, response.headers.get("Retry-After"))
+
+    async def _apply(
+        self,
+        api_key: str,
+        events: tuple[QueuedEvent, ...],
+        verdict: Verdict,
+        pending: deque[tuple[QueuedEvent, ...]],
+    ) -> bool:
+        """Act on one answer; returns False when the rest of the claim must wait."""
+        ids = [event.id for event in events]
+        outcome = verdict.outcome
+        if outcome is Outcome.DELIVERED:
+            self._failures = 0
+            done = await self._store.run(lambda store: store.complete(ids))
+            self.delivered += done
+            log.debug("delivered %d events", done)
+            return True
+        if outcome in (Outcome.SPLIT_TOO_LARGE, Outcome.SPLIT_BAD_REQUEST):
+            self._failures = 0
+            if len(events) == 1:
+                await self._store.run(lambda store: store.drop(ids, DropReason.REJECTED))
+                await self._note_error(f"{verdict.reason}: dropped 1 event the server refused")
+                return True
+            middle = len(events) // 2
+            pending.appendleft(events[middle:])
+            pending.appendleft(events[:middle])
+            return True
+        await self._note_error(verdict.reason)
+        if outcome is Outcome.HOLD:
+            self._held_until[api_key] = trio.current_time() + self._config.auth_hold_s
+            await self._release(ids, count_retry=False)
+            self._notify()
+            log.warning("capture refused the api key (%s); holding its events", verdict.reason)
+            return False
+        self._failures += 1
+        counted = outcome is Outcome.RETRY
+        delay = self._backoff.delay(self._failures, verdict.retry_after_s, self._rng)
+        dropped = await self._release(ids, count_retry=counted)
+        if dropped:
+            log.warning("dropped %d events after %d retries", dropped, self._config.max_retries)
+        self._schedule(WaitReason.BACKOFF if counted else WaitReason.OFFLINE, delay)
+        log.info("%s; next attempt in %.2f s", verdict.reason, delay)
+        return False
+
+    async def _release(self, ids: list[int], *, count_retry: bool) -> int:
+        max_retries = self._config.max_retries
+        return await self._store.run(
+            lambda store: store.release(ids, count_retry=count_retry, max_retries=max_retries)
+        )
+
+    async def _note_error(self, message: str) -> None:
+        try:
+            await self._store.run(lambda store: store.set_last_error(message))
+        except StorageUnavailable:
+            log.warning("could not record the last error: %s", message)
+
+
+async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,496 @@
+"""The durable queue: plain synchronous SQLite, one connection, explicit transactions.
+
+Every write happens in `BEGIN IMMEDIATE`, so two processes on one database serialise on the
+write lock instead of failing halfway. Rows being sent carry a lease (the owner's pid and
+start time); a lease whose owner no longer runs is taken back at the next start.
+The trio side calls this through `AsyncStore` (see `sidecar.astore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+# A lease held this long by a live process is a hang or a bug; take it back anyway.
+STALE_LEASE_S = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ph_event_queue (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_key     TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    created_at  REAL    NOT NULL,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    leased_at   REAL
+);
+CREATE INDEX IF NOT EXISTS ph_event_queue_lease ON ph_event_queue (lease_owner, id);
+CREATE TABLE IF NOT EXISTS ph_meta (
+    key   TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+"""
+
+# SQLite primary result codes that mean "the disk or the file will not take writes".
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_CORRUPT,
+}
+
+
+class StorageUnavailable(Exception):
+    """The queue cannot take writes now (disk full, read-only, unopenable); nothing was stored."""
+
+
+class DropReason(enum.StrEnum):
+    """Why events left the queue without being delivered; each has a persistent counter."""
+
+    OVERFLOW = "overflow"
+    REJECTED = "rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    OPT_OUT = "opt_out"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """One stored event: its row id, its normalised JSON text and its counted failures."""
+
+    id: int
+    body: str
+    retry_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Events leased for one request: all of one api key, oldest first."""
+
+    api_key: str
+    events: tuple[QueuedEvent, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        """The row ids, for completing or releasing the claim."""
+        return [event.id for event in self.events]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What `enqueue` did: rows added, oldest rows pushed out, depth after, opt-out refusal."""
+
+    accepted: int
+    dropped_overflow: int
+    queued: int
+    opted_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """A consistent snapshot for `ph_status`."""
+
+    queued: int
+    oldest_created_at: float | None
+    delivered: int
+    dropped: dict[str, int]
+    opted_out: bool
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOwner:
+    """Identifies a process across pid reuse: its pid plus its start time."""
+
+    pid: int
+    started_at: float
+
+    @classmethod
+    def current(cls) -> LeaseOwner:
+        """This process."""
+        return cls(os.getpid(), psutil.Process().create_time())
+
+    @property
+    def token(self) -> str:
+        """The text stored in `lease_owner`."""
+        return f"{self.pid}:{self.started_at:.3f}"
+
+    @staticmethod
+    def is_alive(token: str) -> bool:
+        """Whether the process that wrote `token` still runs (same pid and start time)."""
+        pid_text, _, started_text = token.partition(":")
+        try:
+            pid, started_at = int(pid_text), float(started_text)
+            return abs(psutil.Process(pid).create_time() - started_at) < 0.01
+        except (ValueError, psutil.Error):
+            return False
+
+
+def _unavailable(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _UNAVAILABLE_CODES
+
+
+class Store:
+    """The queue and its counters in one SQLite database. Not thread-safe: one caller at a time."""
+
+    def __init__(self, path: Path, *, owner: LeaseOwner | None = None) -> None:
+        """Open (creating if needed) the database at `path`; raises StorageUnavailable."""
+        self.path = path
+        self.owner = owner or LeaseOwner.current()
+        self._owner_token = self.owner.token
+        try:
+            _create_private(path)
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailable(f"cannot open {path}: {exc}") from exc
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close. Safe to call twice."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def quick_check(self) -> str:
+        """SQLite's own consistency check: 'ok' or the first problem found."""
+        row = self._db.execute("PRAGMA quick_check").fetchone()
+        return str(row[0]) if row else "no answer"
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; disk and permission failures become StorageUnavailable."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if _unavailable(exc):
+                raise StorageUnavailable(str(exc)) from exc
+            raise
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageUnavailable(
+                    f"database schema {version} is newer than this sidecar's {SCHEMA_VERSION}"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # ---- counters and flags ---------------------------------------------------------------
+
+    def _add_counter(self, db: sqlite3.Connection, name: str, amount: int) -> None:
+        if amount:
+            db.execute(
+                "INSERT INTO ph_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                (name, amount),
+            )
+
+    def _get_meta(self, name: str) -> object:
+        row = self._db.execute("SELECT value FROM ph_meta WHERE key = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _counter(self, name: str) -> int:
+        value = self._get_meta(name)
+        return int(value) if isinstance(value, int) else 0
+
+    def opted_out(self) -> bool:
+        """Whether the user opted out of analytics (persisted)."""
+        return bool(self._get_meta("opted_out"))
+
+    def set_last_error(self, message: str | None) -> None:
+        """Remember the most recent delivery problem (None once delivery works again)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ph_meta (key, value) VALUES ('last_error', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (message,),
+            )
+
+    # ---- the queue --------------------------------------------------------------------------
+
+    def enqueue(
+        self, api_key: str, bodies: Sequence[str], *, max_queue: int, now: float | None = None
+    ) -> EnqueueResult:
+        """Append events atomically; past `max_queue`, drop the oldest and count them."""
+        created_at = time.time() if now is None else now
+        with self._write() as db:
+            if self.opted_out():
+                self._add_counter(db, DropReason.OPT_OUT, len(bodies))
+                depth = self._depth(db)
+                return EnqueueResult(0, 0, depth, opted_out=True)
+            db.executemany(
+                "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)",
+                [(api_key, body, created_at) for body in bodies],
+            )
+            depth = self._depth(db)
+            overflow = max(0, depth - max_queue)
+            if overflow:
+                # Oldest first, but rows on the wire right now only as a last resort.
+                db.execute(
+                    "DELETE FROM ph_event_queue WHERE id IN (SELECT id FROM ph_event_queue "
+                    "ORDER BY lease_owner IS NOT NULL, id LIMIT ?)",
+                    (overflow,),
+                )
+                self._add_counter(db, DropReason.OVERFLOW, overflow)
+                depth -= overflow
+            self._add_counter(db, "inserted", len(bodies))
+        return EnqueueResult(len(bodies), overflow, depth, opted_out=False)
+
+    @staticmethod
+    def _depth(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM ph_event_queue").fetchone()[0])
+
+    def depth(self) -> int:
+        """Events in the queue, leased or not."""
+        return self._depth(self._db)
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        max_bytes: int,
+        exclude_keys: Collection[str] = (),
+        now: float | None = None,
+    ) -> Claim | None:
+        """Lease the oldest free events of one api key: at most `limit` and about `max_bytes`.
+
+        The first event is always taken whatever its size, so one big event cannot block the
+        queue; the server's 413 decides its fate.
+        """
+        leased_at = time.time() if now is None else now
+        excluded = list(exclude_keys)
+        key_filter = f"AND api_key NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        with self._write() as db:
+            first = db.execute(
+                f"SELECT api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
+                "ORDER BY id LIMIT 1",
+                excluded,
+            ).fetchone()
+            if first is None:
+                return None
+            api_key = str(first[0])
+            candidates = db.execute(
+                "SELECT id, length(CAST(body AS BLOB)) FROM ph_event_queue "
+                "WHERE lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
+                (api_key, limit),
+            ).fetchall()
+            chosen: list[int] = []
+            total = 0
+            for row_id, size in candidates:
+                if chosen and total + size > max_bytes:
+                    break
+                chosen.append(row_id)
+                total += size
+            placeholders = ",".join("?" * len(chosen))
+            rows = db.execute(
+                f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
+                f"WHERE id IN ({placeholders}) RETURNING id, body, retry_count",
+                [self._owner_token, leased_at, *chosen],
+            ).fetchall()
+        events = sorted((QueuedEvent(r[0], r[1], r[2]) for r in rows), key=lambda e: e.id)
+        return Claim(api_key, tuple(events))
+
+    def complete(self, ids: Sequence[int]) -> int:
+        """Delivered: delete our leased rows and count them. Returns how many were ours."""
+        with self._write() as db:
+            deleted = self._delete_mine(db, ids)
+            self._add_counter(db, "delivered", deleted)
+            if deleted:
+                db.execute("UPDATE ph_meta SET value = NULL WHERE key = 'last_error'")
+        return deleted
+
+    def drop(self, ids: Sequence[int], reason: DropReason) -> int:
+        """Remove our leased rows without delivering them, counted under `reason`."""
+        with self._write() as db:
+            deleted = self._delete_mine(db, ids)
+            self._add_counter(db, reason, deleted)
+        return deleted
+
+    def release(self, ids: Sequence[int], *, count_retry: bool, max_retries: int) -> int:
+        """Give leased rows back to the queue after a failed attempt.
+
+        With `count_retry`, the failure counts against each row, and rows that have now
+        failed more than `max_retries` times are dropped. Returns how many were dropped.
+        """
+        if not ids:
+            return 0
+        with self._write() as db:
+            params = [self._owner_token, *ids]
+            placeholders = ",".join("?" * len(ids))
+            where = f"lease_owner = ? AND id IN ({placeholders})"
+            dropped = 0
+            if count_retry:
+                db.execute(
+                    f"UPDATE ph_event_queue SET retry_count = retry_count + 1 WHERE {where}",  # noqa: S608
+                    params,
+                )
+                dropped = db.execute(
+                    f"DELETE FROM ph_event_queue WHERE {where} AND retry_count > ?",  # noqa: S608
+                    [*params, max_retries],
+                ).rowcount
+                self._add_counter(db, DropReason.RETRIES_EXHAUSTED, dropped)
+            db.execute(
+                f"UPDATE ph_event_queue SET lease_owner = NULL, leased_at = NULL WHERE {where}",  # noqa: S608
+                params,
+            )
+        return dropped
+
+    def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        placeholders = ",".join("?" * len(ids))
+        return db.execute(
+            f"DELETE FROM ph_event_queue WHERE lease_owner = ? AND id IN ({placeholders})",  # noqa: S608
+            [self._owner_token, *ids],
+        ).rowcount
+
+    def recover_leases(self, *, now: float | None = None) -> int:
+        """Free leases whose owner process is gone (or that are stale); returns rows freed."""
+        current = time.time() if now is None else now
+        owners = [
+            str(row[0])
+            for row in self._db.execute(
+                "SELECT DISTINCT lease_owner FROM ph_event_queue WHERE lease_owner IS NOT NULL"
+            )
+        ]
+        dead = [o for o in owners if o != self._owner_token and not LeaseOwner.is_alive(o)]
+        freed = 0
+        with self._write() as db:
+            for owner in dead:
+                freed += db.execute(
+                    "UPDATE ph_event_queue SET lease_owner = NULL, leased_at = NULL "
+                    "WHERE lease_owner = ?",
+                    (owner,),
+                ).rowcount
+            freed += db.execute(
+                "UPDATE ph_event_queue SET lease_owner = NULL, leased_at = NULL "
+                "WHERE lease_owner IS NOT NULL AND leased_at < ?",
+                (current - STALE_LEASE_S,),
+            ).rowcount
+        return freed
+
+    def set_opt_out(self, opt_out: bool) -> int:
+        """Persist the opt-out flag; opting out purges the queue. Returns events purged."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ph_meta (key, value) VALUES ('opted_out', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (int(opt_out),),
+            )
+            purged = db.execute("DELETE FROM ph_event_queue").rowcount if opt_out else 0
+            self._add_counter(db, DropReason.OPT_OUT, purged)
+        return purged
+
+    def status(self) -> StoreStatus:
+        """Depth, age of the oldest event and the persistent counters, read in one snapshot."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            queued, oldest = db.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM ph_event_queue"
+            ).fetchone()
+            meta = dict(db.execute("SELECT key, value FROM ph_meta").fetchall())
+        finally:
+            db.execute("COMMIT")
+
+        def count(name: str) -> int:
+            value = meta.get(name)
+            return int(value) if isinstance(value, int) else 0
+
+        last_error = meta.get("last_error")
+        return StoreStatus(
+            queued=int(queued),
+            oldest_created_at=None if oldest is None else float(oldest),
+            delivered=count("delivered"),
+            dropped={reason.value: count(reason.value) for reason in DropReason},
+            opted_out=bool(meta.get("opted_out")),
+            last_error=None if last_error is None else str(last_error),
+        )
+
+    def inserted_total(self) -> int:
+        """Events ever stored (before drops), for accounting checks."""
+        return self._counter("inserted")
+
+
+def _create_private(path: Path) -> None:
+    """Create the folder (0700) and an empty database file (0600) if they do not exist."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def open_store(path: Path) -> tuple[Store, Path | None]:
+    """Open the queue, setting a damaged database aside (with its -wal and -shm) for a new one.
+
+    Returns the store and, when one was set aside, where it went. Raises StorageUnavailable
+    when the folder or disk will not take a database at all.
+    """
+    try:
+        store = Store(path)
+        problem = store.quick_check()
+        if problem == "ok":
+            return store, None
+        store.close()
+    except StorageUnavailable as exc:
+        if not isinstance(exc.__cause__, sqlite3.DatabaseError) or not _damaged(exc.__cause__):
+            raise
+        problem = str(exc)
+    except sqlite3.DatabaseError as exc:
+        problem = str(exc)
+    aside = _quarantine(path)
+    log.error("database %s failed its check (%s); moved aside to %s", path, problem, aside)
+    return Store(path), aside
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def _quarantine(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.replace(Path(f"{aside}{suffix}"))
+    return aside
