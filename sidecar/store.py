@@ -166,7 +166,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.Error:
+        except (sqlite3.Error, StorageUnavailable):
             self._db.close()
             raise
 
@@ -190,7 +190,10 @@ class Store:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may have rolled back already (SQLITE_FULL, IOERR): a second ROLLBACK
+                # would fail and hide the real error.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -254,7 +257,10 @@ class Store:
         created_at = time.time() if now is None else now
         with self._write() as db:
             if self.opted_out():
+                # Refused events count in dropped.opt_out, so they count as inserted too:
+                # inserted == delivered + queued + sum(dropped) holds at all times.
                 self._add_counter(db, DropReason.OPT_OUT, len(bodies))
+                self._add_counter(db, "inserted", len(bodies))
                 depth = self._depth(db)
                 return EnqueueResult(0, 0, depth, opted_out=True)
             db.executemany(
@@ -447,7 +453,8 @@ class Store:
         )
 
     def inserted_total(self) -> int:
-        """Events ever stored (before drops), for accounting checks."""
+        """Events ever handed to `enqueue` (stored, or refused while opted out), for accounting
+        checks: it equals delivered + queued + the sum of the drop counters."""
         return self._counter("inserted")
 
 
@@ -466,7 +473,12 @@ def open_store(path: Path) -> tuple[Store, Path | None]:
     """
     try:
         store = Store(path)
-        problem = store.quick_check()
+        try:
+            problem = store.quick_check()
+        except sqlite3.DatabaseError:
+            # Closed before its files are renamed (Windows cannot rename an open file).
+            store.close()
+            raise
         if problem == "ok":
             return store, None
         store.close()
