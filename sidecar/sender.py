@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 STORAGE_RETRY_S = 5.0
 # Grace for handing leases back when the task is cancelled mid-request.
 RELEASE_GRACE_S = 1.0
+# While another process holds leases, look this often whether it died (and take them back).
+FOREIGN_LEASE_CHECK_S = 30.0
 
 
 class WaitReason(enum.Enum):
@@ -64,6 +66,7 @@ class Sender:
         self._cut_short = trio.Event()
         self._changed = trio.Event()
         self._held_until: dict[str, float] = {}
+        self._lease_check_at = math.inf
         self._failures = 0
         self._claims = 0
         self._idle_after_claim = -1
@@ -95,6 +98,9 @@ class Sender:
         delivered_before = self.delivered
         claims_before = self._claims
         if self.wait_reason is WaitReason.OFFLINE:
+            # The next attempt is now: the old time must not make the flush look settled
+            # (an offline wait past the deadline would return before the attempt is made).
+            self.next_attempt_at = trio.current_time()
             self._cut_short.set()
         self.wake()
         with trio.move_on_at(deadline):
@@ -132,12 +138,28 @@ class Sender:
             if claim is None:
                 self._idle_after_claim = claim_number
                 self._notify()
+                await self._plan_lease_check()
                 await self._wait_for_work()
                 continue
             await self._deliver(claim)
 
+    async def _plan_lease_check(self) -> None:
+        """Idle with rows leased by another process: look again later whether it still runs."""
+        try:
+            foreign = await self._store.run(lambda store: store.has_foreign_leases())
+        except StorageUnavailable:
+            foreign = False
+        self._lease_check_at = (
+            trio.current_time() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
+        )
+
     async def _claim(self) -> Claim | None:
         now = trio.current_time()
+        if now >= self._lease_check_at:
+            self._lease_check_at = math.inf
+            freed = await self._store.run(lambda store: store.recover_leases())
+            if freed:
+                log.info("took back %d events leased by a process that is gone", freed)
         for key in [k for k, until in self._held_until.items() if until <= now]:
             del self._held_until[key]
         held = list(self._held_until)
@@ -154,6 +176,8 @@ class Sender:
         with trio.move_on_at(self.next_attempt_at):
             if self.wait_reason is WaitReason.OFFLINE:
                 await self._cut_short.wait()
+            elif self.wait_reason is WaitReason.STORAGE:
+                await self._wake.wait()  # a call that reached the disk shows it is back
             else:
                 await trio.sleep_forever()
         self._cut_short = trio.Event()
@@ -161,7 +185,8 @@ class Sender:
         self.wait_reason = None
 
     async def _wait_for_work(self) -> None:
-        wake_at = min(self._held_until.values(), default=math.inf)
+        wake_at = min(self._held_until.values(), default=self._lease_check_at)
+        wake_at = min(wake_at, self._lease_check_at)
         with trio.move_on_at(wake_at):
             await self._wake.wait()
 
@@ -173,14 +198,19 @@ class Sender:
     async def _deliver(self, claim: Claim) -> None:
         """Send one claim, splitting it as the server asks; every lease ends released."""
         pending: deque[tuple[QueuedEvent, ...]] = deque([claim.events])
+        in_hand: tuple[QueuedEvent, ...] = ()
         try:
             while pending:
-                events = pending.popleft()
-                verdict = await self._attempt(claim.api_key, events)
-                if not await self._apply(claim.api_key, events, verdict, pending):
+                in_hand = pending.popleft()
+                verdict = await self._attempt(claim.api_key, in_hand)
+                carry_on = await self._apply(claim.api_key, in_hand, verdict, pending)
+                in_hand = ()
+                if not carry_on:
                     break
         finally:
-            leftover = [event.id for batch in pending for event in batch]
+            # Cancelled mid-request, or stopped after a failure: hand the rest back. Releasing
+            # rows already handled touches nothing (the lease is no longer ours).
+            leftover = [event.id for batch in (in_hand, *pending) for event in batch]
             if leftover:
                 with trio.move_on_after(RELEASE_GRACE_S, shield=True):
                     await self._release(leftover, count_retry=False)

@@ -414,6 +414,15 @@ class Store:
             ).rowcount
         return freed
 
+    def has_foreign_leases(self) -> bool:
+        """Whether rows are leased by another process (alive or not)."""
+        row = self._db.execute(
+            "SELECT 1 FROM ph_event_queue WHERE lease_owner IS NOT NULL AND lease_owner != ? "
+            "LIMIT 1",
+            (self._owner_token,),
+        ).fetchone()
+        return row is not None
+
     def set_opt_out(self, opt_out: bool) -> int:
         """Persist the opt-out flag; opting out purges the queue. Returns events purged."""
         with self._write() as db:

@@ -72,7 +72,13 @@ def test_app_key_order_is_kept_and_added_keys_follow() -> None:
     """Keys keep the app's order; keys the sidecar adds come after them."""
     raw = {"type": "capture", "event": "e", "distinct_id": "d", "custom": 1}
     assert list(normalize(raw)) == [
-        "type", "event", "distinct_id", "custom", "properties", "uuid", "timestamp"
+        "type",
+        "event",
+        "distinct_id",
+        "custom",
+        "properties",
+        "uuid",
+        "timestamp",
     ]
 
 
@@ -543,7 +549,7 @@ def test_uuid7_rejects_short_random_input() -> None:
 
 def json_like(*, clean: bool) -> st.SearchStrategy[Any]:
     """JSON-like values as json.loads makes them; unless `clean`, with NaN, ±inf and surrogates."""
-    characters = st.characters() if clean else st.characters(exclude_categories=())
+    characters = st.characters(codec="utf-8") if clean else st.characters(exclude_categories=())
     text = st.text(characters, max_size=20)
     scalars = (
         st.none()
@@ -554,14 +560,16 @@ def json_like(*, clean: bool) -> st.SearchStrategy[Any]:
     )
     return st.recursive(
         scalars,
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(text, children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4)
+        ),
         max_leaves=20,
     )
 
 
 wild_values = json_like(clean=False)
 clean_values = json_like(clean=True)
+clean_text = st.text(st.characters(codec="utf-8"))
 fixed_offsets = st.integers(-1439, 1439).map(lambda minutes: timezone(timedelta(minutes=minutes)))
 timestamp_like = (
     st.datetimes(timezones=fixed_offsets | st.none()).map(lambda moment: moment.isoformat())
@@ -569,14 +577,23 @@ timestamp_like = (
     | st.dates().map(str)
 )
 uuid_like = st.uuids().map(str) | st.uuids().map(lambda u: u.hex.upper())
-known_fields = {
-    "event": st.text(max_size=10) | wild_values,
-    "distinct_id": st.text(max_size=10) | st.integers() | st.floats() | wild_values,
+good_fields = {
+    "event": st.text(min_size=1, max_size=10),
+    "distinct_id": st.text(min_size=1, max_size=10) | st.integers() | st.floats(),
+}
+other_fields = {
     "uuid": uuid_like | wild_values,
     "timestamp": timestamp_like | wild_values,
     "properties": st.dictionaries(st.text(max_size=10), wild_values, max_size=4) | wild_values,
 }
-event_like = st.fixed_dictionaries({}, optional=known_fields).flatmap(
+known_fields = {
+    **{key: strategy | wild_values for key, strategy in good_fields.items()},
+    **other_fields,
+}
+event_like = (
+    st.fixed_dictionaries(good_fields, optional=other_fields)
+    | st.fixed_dictionaries({}, optional=known_fields)
+).flatmap(
     lambda known: st.dictionaries(st.text(max_size=10), wild_values, max_size=3).map(
         lambda extra: {**extra, **known}
     )
@@ -619,11 +636,11 @@ def test_normalize_event_raises_only_event_error_and_emits_valid_events(
 
 @settings(max_examples=200)
 @given(
-    name=st.text(min_size=1),
-    distinct_id=st.text(min_size=1),
-    properties=st.dictionaries(st.text(), clean_values, max_size=4),
+    name=clean_text.filter(bool),
+    distinct_id=clean_text.filter(bool),
+    properties=st.dictionaries(clean_text, clean_values, max_size=4),
     extra=st.dictionaries(
-        st.text().filter(lambda key: key not in KNOWN_KEYS), clean_values, max_size=3
+        clean_text.filter(lambda key: key not in KNOWN_KEYS), clean_values, max_size=3
     ),
 )
 def test_well_formed_events_are_accepted_with_fields_intact(

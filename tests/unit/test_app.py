@@ -1,0 +1,160 @@
+"""The app's nursery and shutdown cascade, in process, over trio memory streams."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+
+from sidecar import app
+from sidecar.config import Config
+
+KEY = "phc_test_key_1"
+GUARD_S = 10  # hang guard only
+
+
+def _config(tmp_path: Path, **overrides: Any) -> Config:
+    return Config(data_dir=tmp_path, host="http://127.0.0.1:1", api_key=KEY, **overrides)
+
+
+def _line(method: str, request_id: int, **params: Any) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+    if params:
+        message["params"] = params
+    return json.dumps(message).encode() + b"\n"
+
+
+class Wire:
+    """The app's stdin and stdout as memory streams, with a line reader for stdout."""
+
+    def __init__(self) -> None:
+        self.to_app, self.app_stdin = trio.testing.memory_stream_one_way_pair()
+        self.app_stdout, self.from_app = trio.testing.memory_stream_one_way_pair()
+        self._buffer = b""
+
+    async def read_message(self) -> Any:
+        while b"\n" not in self._buffer:
+            chunk = await self.from_app.receive_some()
+            if not chunk:
+                raise EOFError(self._buffer)
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    async def read_rest(self) -> bytes:
+        while chunk := await self.from_app.receive_some():
+            self._buffer += chunk
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def _accepting_transport(
+    received: list[dict[str, Any]], arrived: trio.Event | None = None
+) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(gzip.decompress(request.content)))
+        if arrived is not None:
+            arrived.set()
+        return httpx.Response(200, json={"status": 1})
+
+    return httpx.MockTransport(handler)
+
+
+def _offline_transport() -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("offline", request=request)
+
+    return httpx.MockTransport(handler)
+
+
+async def _run(config: Config, wire: Wire, transport: httpx.MockTransport) -> None:
+    await app.run(
+        config, wire.app_stdin, wire.app_stdout, transport=transport, handle_signals=False
+    )
+    await wire.app_stdout.aclose()
+
+
+async def test_every_line_is_answered_before_exit_on_eof(tmp_path: Path) -> None:
+    """Lines written just before EOF are all answered, in order, and then the app returns."""
+    wire = Wire()
+    received: list[dict[str, Any]] = []
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, _accepting_transport(received))
+            batch = [{"event": "e", "distinct_id": "u"}]
+            await wire.to_app.send_all(
+                _line("ping", 1) + _line("ph_send_batch", 2, batch=batch) + _line("ping", 3)
+            )
+            await wire.to_app.aclose()
+            rest = await wire.read_rest()
+    answers = [json.loads(line) for line in rest.splitlines()]
+    assert [a["id"] for a in answers] == [1, 2, 3]
+    assert answers[1]["result"]["accepted"] == 1
+
+
+async def test_shutdown_answers_then_returns_with_stdin_still_open(tmp_path: Path) -> None:
+    """`shutdown` is answered, and the app exits without waiting for stdin to close."""
+    wire = Wire()
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, _offline_transport())
+            await wire.to_app.send_all(_line("shutdown", 7) + _line("ping", 8))
+            rest = await wire.read_rest()
+    answers = [json.loads(line) for line in rest.splitlines()]
+    assert answers == [{"jsonrpc": "2.0", "result": {"ok": True}, "id": 7}]
+
+
+async def test_flush_in_flight_is_answered_when_stdin_closes(tmp_path: Path) -> None:
+    """A long ph_flush (offline) returns early with its figures when the app's stdin closes."""
+    wire = Wire()
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, _offline_transport())
+            batch = [{"event": "e", "distinct_id": "u"}]
+            await wire.to_app.send_all(_line("ph_send_batch", 1, batch=batch))
+            assert (await wire.read_message())["result"]["queued"] == 1
+            await wire.to_app.send_all(_line("ph_flush", 2, timeout=3600) + _line("ping", 3))
+            assert (await wire.read_message())["id"] == 3  # the flush does not block the ping
+            await wire.to_app.aclose()
+            flush = await wire.read_message()
+    assert flush == {"jsonrpc": "2.0", "result": {"delivered": 0, "queued": 1}, "id": 2}
+
+
+async def test_new_events_reach_the_server_without_a_flush(tmp_path: Path) -> None:
+    """An accepted batch wakes the sender: the server receives it with no flush call."""
+    wire = Wire()
+    received: list[dict[str, Any]] = []
+    arrived = trio.Event()
+    transport = _accepting_transport(received, arrived)
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, transport)
+            batch = [{"event": "woken", "distinct_id": "u"}]
+            await wire.to_app.send_all(_line("ph_send_batch", 1, batch=batch))
+            await wire.read_message()
+            await arrived.wait()
+            await wire.to_app.aclose()
+            await wire.read_rest()
+    assert [e["event"] for e in received[0]["batch"]] == ["woken"]
+    assert received[0]["api_key"] == KEY
+
+
+async def test_stdout_gone_stops_the_app(tmp_path: Path) -> None:
+    """When the app stops reading (stdout closed), the sidecar stops instead of spinning."""
+    wire = Wire()
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                app.run,
+                _config(tmp_path),
+                wire.app_stdin,
+                wire.app_stdout,
+            )
+            await wire.from_app.aclose()
+            await wire.to_app.send_all(_line("ping", 1))
+    # Reaching here means app.run returned on its own.
