@@ -1,8 +1,9 @@
 """The process: one top-level nursery owning the stdio server, the sender and the startup drain.
 
 Shutdown is a cascade. A stop (stdin EOF, SIGTERM/SIGINT, `shutdown`, or stdout gone) ends
-reading; calls in flight get a short grace; the writer sends what is owed and ends; then the
-sender is cancelled (its leases are handed back) and the database is checkpointed and closed.
+reading; calls in flight get a short grace; the sender starts no new request and the one on the
+wire gets a second to be answered while the writer sends what is owed; then the sender is
+cancelled (its leases are handed back) and the database is checkpointed and closed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sidecar.astore import AsyncStore
 from sidecar.config import Config
 from sidecar.framing import Frame, LineDecoder
 from sidecar.methods import METHODS, SLOW_METHODS, Services
+from sidecar.parent import watch_parent
 from sidecar.rpc import Dispatcher, Parsed, parse_line
 from sidecar.sender import Sender
 from sidecar.stdio import READ_CHUNK
@@ -28,10 +30,13 @@ log = logging.getLogger(__name__)
 
 # Responses waiting for the writer; the reader stops reading while this is full.
 OUTBOUND_BUFFER = 256
-# Concurrent slow calls (ph_flush) a client may have open before reading pauses.
-MAX_SLOW_CALLS = 16
+# Concurrent slow calls (ph_flush) a client may have open before reading pauses. Each is a
+# task parked on the sender's state, so the bound is about a runaway client, not cost.
+MAX_SLOW_CALLS = 256
+# Shutdown budget (the contract allows 2 s): calls in flight, then the last responses and
+# the request on the wire, then handing back leases.
 IN_FLIGHT_GRACE_S = 0.5
-WRITER_GRACE_S = 0.5
+FINAL_GRACE_S = 1.0
 
 
 async def run(
@@ -67,9 +72,12 @@ async def run(
                 await nursery.start(startup_drain, store, sender)
                 if handle_signals:
                     nursery.start_soon(watch_signals, stopping)
+                    # Process-level like the signals (on Linux a dead parent arrives as SIGTERM).
+                    nursery.start_soon(watch_parent, stopping)
                 log.info("telemetry-sidecar %s ready; capture host %s", __version__, config.host)
                 await serve_lines(stdin, dispatcher, send_out, stopping)
-                with trio.move_on_after(WRITER_GRACE_S):
+                with trio.move_on_after(FINAL_GRACE_S):
+                    await sender.finish_in_flight()
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()
     finally:

@@ -652,6 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         scripted = head.path in CAPTURE_PATHS and head.method != "OPTIONS"
         answer = self._owner._next_answer() if scripted else Normal()
+        if scripted:
+            self._owner._note_arrival()
         try:
             self._run(answer, head)
         except (_ClientGoneError, OSError):
@@ -1007,6 +1009,7 @@ class CaptureServer:
         self._cond = threading.Condition()
         self._callback_lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
+        self._arrivals = 0
         self._events: list[dict[str, Any]] = []
         self._script: deque[Answer] = deque()
         self._default: Answer = Normal()
@@ -1170,6 +1173,21 @@ class CaptureServer:
             if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout):
                 raise TimeoutError(f"waited {timeout}s for {n} requests; {self._summary()}")
             return list(self._requests)
+
+    def wait_for_arrivals(self, n: int, timeout: float = 5.0) -> None:
+        """Block until ``n`` capture requests have been received, answered or not.
+
+        Unlike :meth:`wait_for_requests`, this returns as soon as a request's head is read,
+        so a test can act while the request is still in flight (under a ``Delay``).
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._arrivals >= n, timeout):
+                raise TimeoutError(f"waited {timeout}s for {n} arrivals; {self._summary()}")
+
+    def _note_arrival(self) -> None:
+        with self._cond:
+            self._arrivals += 1
+            self._cond.notify_all()
 
     def _summary(self) -> str:
         answers = ", ".join(

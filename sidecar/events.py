@@ -234,6 +234,10 @@ def _serialize(event: dict[str, Any]) -> str:
         text = _ENCODER.encode(event)
     except (TypeError, ValueError):
         raise EventError(_unserializable_reason(event)) from None
+    except RecursionError:
+        # json.loads on the request line nests less deep than this call, so an event can parse
+        # and still be too deep to encode here: reject it alone, not the whole batch.
+        raise EventError("event is nested too deeply") from None
     if text.isascii():  # O(1) in CPython: bytes == characters, nothing to encode
         size = len(text)
     else:

@@ -70,9 +70,15 @@ class Sender:
         self._failures = 0
         self._claims = 0
         self._idle_after_claim = -1
+        # Claims up to this number were in flight when a flush came: if one fails offline,
+        # the flush has not had its attempt yet, so the retry is not put off.
+        self._cut_short_through = 0
         self.next_attempt_at: float | None = None
         self.wait_reason: WaitReason | None = None
         self.delivered = 0  # by this process, for ph_flush
+        self._stopping = False
+        self._sending = False
+        self._send_finished = trio.Event()
 
     # ---- called from the methods --------------------------------------------------------------
 
@@ -102,6 +108,9 @@ class Sender:
             # (an offline wait past the deadline would return before the attempt is made).
             self.next_attempt_at = trio.current_time()
             self._cut_short.set()
+        else:
+            # An attempt may be failing offline right now: the wait after it is cut short too.
+            self._cut_short_through = max(self._cut_short_through, self._claims)
         self.wake()
         with trio.move_on_at(deadline):
             while not (stopping.is_set() or self._settled(claims_before, deadline)):
@@ -109,6 +118,16 @@ class Sender:
                     waiters.start_soon(_wait_then_cancel, self._changed, waiters.cancel_scope)
                     waiters.start_soon(_wait_then_cancel, stopping, waiters.cancel_scope)
         return self.delivered - delivered_before
+
+    async def finish_in_flight(self) -> None:
+        """Start no new request, and return once the one on the wire (if any) is answered.
+
+        Called on shutdown under a deadline, so a request the server is handling gets its
+        answer and its rows are deleted instead of being sent again at the next start.
+        """
+        self._stopping = True
+        while self._sending:
+            await self._send_finished.wait()
 
     def _settled(self, claims_before: int, deadline: float) -> bool:
         if self._idle_after_claim > claims_before:
@@ -126,6 +145,8 @@ class Sender:
         task_status.started()
         while True:
             await self._wait_for_turn()
+            if self._stopping:
+                await trio.sleep_forever()
             self._wake = trio.Event()
             self._claims += 1
             claim_number = self._claims
@@ -141,7 +162,13 @@ class Sender:
                 await self._plan_lease_check()
                 await self._wait_for_work()
                 continue
-            await self._deliver(claim)
+            self._sending = True
+            try:
+                await self._deliver(claim)
+            finally:
+                self._sending = False
+                self._send_finished.set()
+                self._send_finished = trio.Event()
 
     async def _plan_lease_check(self) -> None:
         """Idle with rows leased by another process: look again later whether it still runs."""
@@ -200,7 +227,7 @@ class Sender:
         pending: deque[tuple[QueuedEvent, ...]] = deque([claim.events])
         in_hand: tuple[QueuedEvent, ...] = ()
         try:
-            while pending:
+            while pending and not self._stopping:
                 in_hand = pending.popleft()
                 verdict = await self._attempt(claim.api_key, in_hand)
                 carry_on = await self._apply(claim.api_key, in_hand, verdict, pending)
@@ -269,6 +296,8 @@ class Sender:
         dropped = await self._release(ids, count_retry=counted)
         if dropped:
             log.warning("dropped %d events after %d retries", dropped, self._config.max_retries)
+        if not counted and self._claims <= self._cut_short_through:
+            delay = 0.0  # a flush came during this attempt: it gets one of its own now
         self._schedule(WaitReason.BACKOFF if counted else WaitReason.OFFLINE, delay)
         log.info("%s; next attempt in %.2f s", verdict.reason, delay)
         return False

@@ -590,3 +590,22 @@ def test_cli_prints_one_line_per_event_and_exits_0_on_sigterm() -> None:
         proc.wait()
     assert lines == [format_event_line(e) for e in events]
     assert 'distinct_id="user 2"' in lines[1]
+
+
+def test_wait_for_arrivals_returns_while_the_request_is_still_delayed() -> None:
+    """An arrival is counted when the head is read, before a Delay lets the answer go."""
+    with CaptureServer() as server:
+        server.script(Delay(30))
+        outcome: list[BaseException] = []
+
+        def post() -> None:
+            try:
+                httpx.post(server.batch_url, content=b"{}", timeout=60)
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        client = threading.Thread(target=post)
+        client.start()
+        server.wait_for_arrivals(1, timeout=10)
+        assert server.requests == []  # not answered yet: the Delay is still running
+    client.join(10)
