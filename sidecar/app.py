@@ -156,8 +156,8 @@ async def write_lines(
             while True:
                 try:
                     pending.append(receive_out.receive_nowait())
-                except trio.WouldBlock:
-                    break
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break  # EndOfChannel: the last senders closed; write what we hold first
             try:
                 await stdout.send_all(b"".join(pending))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

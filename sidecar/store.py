@@ -23,6 +23,7 @@ import psutil
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+_QUEUED = "queued"  # ph_meta key of the queue depth
 BUSY_TIMEOUT_MS = 5000
 # A lease held this long by a live process is a hang or a bug; take it back anyway.
 STALE_LEASE_S = 600.0
@@ -166,6 +167,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self._resync_depth()
         except (sqlite3.Error, StorageUnavailable):
             self._db.close()
             raise
@@ -267,7 +269,7 @@ class Store:
                 "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)",
                 [(api_key, body, created_at) for body in bodies],
             )
-            depth = self._depth(db)
+            depth = self._depth(db) + len(bodies)
             overflow = max(0, depth - max_queue)
             if overflow:
                 # Oldest first, but rows on the wire right now only as a last resort.
@@ -279,11 +281,24 @@ class Store:
                 self._add_counter(db, DropReason.OVERFLOW, overflow)
                 depth -= overflow
             self._add_counter(db, "inserted", len(bodies))
+            self._add_counter(db, _QUEUED, len(bodies) - overflow)
         return EnqueueResult(len(bodies), overflow, depth, opted_out=False)
 
     @staticmethod
     def _depth(db: sqlite3.Connection) -> int:
-        return int(db.execute("SELECT COUNT(*) FROM ph_event_queue").fetchone()[0])
+        # A counter kept in step by every insert and delete: COUNT(*) is O(queue) and ran on
+        # every enqueue. `_resync_depth` rebuilds it at open, so it cannot drift for long.
+        row = db.execute("SELECT value FROM ph_meta WHERE key = ?", (_QUEUED,)).fetchone()
+        return int(row[0]) if row and isinstance(row[0], int) else 0
+
+    def _resync_depth(self) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ph_meta (key, value) "
+                "VALUES (?, (SELECT COUNT(*) FROM ph_event_queue)) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_QUEUED,),
+            )
 
     def depth(self) -> int:
         """Events in the queue, leased or not."""
@@ -340,6 +355,7 @@ class Store:
         with self._write() as db:
             deleted = self._delete_mine(db, ids)
             self._add_counter(db, "delivered", deleted)
+            self._add_counter(db, _QUEUED, -deleted)
             if deleted:
                 db.execute("UPDATE ph_meta SET value = NULL WHERE key = 'last_error'")
         return deleted
@@ -349,6 +365,7 @@ class Store:
         with self._write() as db:
             deleted = self._delete_mine(db, ids)
             self._add_counter(db, reason, deleted)
+            self._add_counter(db, _QUEUED, -deleted)
         return deleted
 
     def release(self, ids: Sequence[int], *, count_retry: bool, max_retries: int) -> int:
@@ -374,6 +391,7 @@ class Store:
                     [*params, max_retries],
                 ).rowcount
                 self._add_counter(db, DropReason.RETRIES_EXHAUSTED, dropped)
+                self._add_counter(db, _QUEUED, -dropped)
             db.execute(
                 f"UPDATE ph_event_queue SET lease_owner = NULL, leased_at = NULL WHERE {where}",  # noqa: S608
                 params,
@@ -433,6 +451,7 @@ class Store:
             )
             purged = db.execute("DELETE FROM ph_event_queue").rowcount if opt_out else 0
             self._add_counter(db, DropReason.OPT_OUT, purged)
+            self._add_counter(db, _QUEUED, -purged)
         return purged
 
     def status(self) -> StoreStatus:
@@ -440,8 +459,9 @@ class Store:
         db = self._db
         db.execute("BEGIN")
         try:
-            queued, oldest = db.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM ph_event_queue"
+            # The oldest row by id: created_at follows id except across clock changes.
+            oldest_row = db.execute(
+                "SELECT created_at FROM ph_event_queue ORDER BY id LIMIT 1"
             ).fetchone()
             meta = dict(db.execute("SELECT key, value FROM ph_meta").fetchall())
         finally:
@@ -453,8 +473,8 @@ class Store:
 
         last_error = meta.get("last_error")
         return StoreStatus(
-            queued=int(queued),
-            oldest_created_at=None if oldest is None else float(oldest),
+            queued=count(_QUEUED),
+            oldest_created_at=None if oldest_row is None else float(oldest_row[0]),
             delivered=count("delivered"),
             dropped={reason.value: count(reason.value) for reason in DropReason},
             opted_out=bool(meta.get("opted_out")),

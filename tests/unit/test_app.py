@@ -158,3 +158,21 @@ async def test_stdout_gone_stops_the_app(tmp_path: Path) -> None:
             await wire.from_app.aclose()
             await wire.to_app.send_all(_line("ping", 1))
     # Reaching here means app.run returned on its own.
+
+
+async def test_writer_sends_lines_queued_before_the_channel_closed() -> None:
+    """Lines still queued when the last sender closes are all written, and the writer ends."""
+    send_out, receive_out = trio.open_memory_channel[bytes](8)
+    app_stdout, from_app = trio.testing.memory_stream_one_way_pair()
+    for n in range(3):
+        send_out.send_nowait(b'{"id":%d}\n' % n)
+    await send_out.aclose()  # closed before the writer ever runs
+    done = trio.Event()
+    with trio.fail_after(GUARD_S):
+        await app.write_lines(app_stdout, receive_out, trio.Event(), done)
+        await app_stdout.aclose()
+        written = b""
+        while chunk := await from_app.receive_some():
+            written += chunk
+    assert written == b'{"id":0}\n{"id":1}\n{"id":2}\n'
+    assert done.is_set()
