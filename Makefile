@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install client-test clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check sidecar tests
 	$(BIN)/mypy --strict sidecar
 
-test: lint
+test: lint client-test
 	$(BIN)/pytest -q
+
+# The TypeScript client, tested through the real @tauri-apps/plugin-shell API against the sidecar.
+client-test: $(BIN)/.installed
+	npm ci --prefix clients/tauri --no-audit --no-fund --loglevel=error
+	npm test --prefix clients/tauri
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
