@@ -37,7 +37,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,6 +86,52 @@ def normalize_event(raw: object, *, now: datetime, lib_version: str) -> str:
     and the UUIDv7 of events without a uuid. The caller's dicts are never modified.
     """
     now = _as_utc(now)
+    return _normalize(raw, _format_timestamp(now), _UuidSource(now, 1), lib_version)
+
+
+def normalize_batch(
+    raws: Sequence[object], *, now: datetime, lib_version: str
+) -> tuple[list[str], list[tuple[int, str]]]:
+    """`normalize_event` over a batch: the normalised texts of the valid events, in order, and
+    `(index, reason)` for each invalid one.
+
+    Work shared by the batch (the timestamp text for `now`, the random bits for new UUIDs)
+    is done once, which is most of the cost of small events.
+    """
+    now = _as_utc(now)
+    stamp = _format_timestamp(now)
+    uuids = _UuidSource(now, len(raws))
+    bodies: list[str] = []
+    rejected: list[tuple[int, str]] = []
+    for index, raw in enumerate(raws):
+        try:
+            bodies.append(_normalize(raw, stamp, uuids, lib_version))
+        except EventError as exc:
+            rejected.append((index, str(exc)))
+    return bodies, rejected
+
+
+class _UuidSource:
+    """UUIDv7 texts for one moment, drawing the random bits for up to `count` at once."""
+
+    def __init__(self, now: datetime, count: int) -> None:
+        self._ms = (now - _UNIX_EPOCH) // _ONE_MS
+        self._pool = os.urandom(_UUID7_RANDOM_BYTES * max(count, 1))
+        self._used = 0
+
+    def _take(self, size: int) -> bytes:
+        if self._used + size > len(self._pool):
+            self._pool, self._used = os.urandom(_UUID7_RANDOM_BYTES * 16), 0
+        chunk = self._pool[self._used : self._used + size]
+        self._used += size
+        return chunk
+
+    def next_text(self) -> str:
+        digits = f"{_uuid7_int(self._ms, self._take):032x}"
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _normalize(raw: object, stamp: str, uuids: _UuidSource, lib_version: str) -> str:
     if not isinstance(raw, dict):
         raise EventError("event must be an object")
     event: dict[str, Any] = dict(raw)
@@ -111,12 +157,10 @@ def normalize_event(raw: object, *, now: datetime, lib_version: str) -> str:
     event["properties"] = properties
 
     given_uuid = event.get("uuid")
-    event["uuid"] = _uuid7_text(now) if given_uuid is None else _canonical_uuid(given_uuid)
+    event["uuid"] = uuids.next_text() if given_uuid is None else _canonical_uuid(given_uuid)
 
     given_timestamp = event.get("timestamp")
-    event["timestamp"] = (
-        _format_timestamp(now) if given_timestamp is None else _canonical_timestamp(given_timestamp)
-    )
+    event["timestamp"] = stamp if given_timestamp is None else _canonical_timestamp(given_timestamp)
 
     return _serialize(event)
 
@@ -148,12 +192,6 @@ def _uuid7_int(ms: int, rand: Callable[[int], bytes]) -> int:
     value = (ms << 80) | int.from_bytes(random_bytes, "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     return (value & ~(0b11 << 62)) | (0b10 << 62)  # variant 10
-
-
-def _uuid7_text(now: datetime) -> str:
-    """Return a fresh UUIDv7 for `now` (aware UTC) as canonical text, without a UUID object."""
-    digits = f"{_uuid7_int((now - _UNIX_EPOCH) // _ONE_MS, os.urandom):032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _as_utc(now: datetime) -> datetime:

@@ -17,7 +17,7 @@ from jsonrpcserver.methods import Methods
 from sidecar import __version__
 from sidecar.astore import AsyncStore
 from sidecar.config import Config
-from sidecar.events import EventError, normalize_event
+from sidecar.events import normalize_batch
 from sidecar.rpc import ERROR_STORAGE_UNAVAILABLE
 from sidecar.sender import Sender
 from sidecar.store import StorageUnavailable
@@ -58,14 +58,8 @@ async def ph_send_batch(ctx: Services, *, batch: object, api_key: object = None)
     if key is None:
         return InvalidParams("no 'api_key' in the call and none given with --api-key")
     ctx.remember_secret(key)
-    now = datetime.now(UTC)
-    bodies: list[str] = []
-    rejected: list[dict[str, object]] = []
-    for index, raw in enumerate(batch):
-        try:
-            bodies.append(normalize_event(raw, now=now, lib_version=__version__))
-        except EventError as exc:
-            rejected.append({"index": index, "error": str(exc)})
+    bodies, invalid = normalize_batch(batch, now=datetime.now(UTC), lib_version=__version__)
+    rejected = [{"index": index, "error": reason} for index, reason in invalid]
     max_queue = ctx.config.max_queue
     try:
         if bodies:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.events import MAX_EVENT_BYTES, EventError, normalize_event, uuid7
+from sidecar.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event, uuid7
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
 NOW_TEXT = "2026-11-26T10:00:00.123456+00:00"
@@ -655,3 +655,37 @@ def test_well_formed_events_are_accepted_with_fields_intact(
         assert result["properties"][key] == value
     for key, value in extra.items():
         assert result[key] == value
+
+
+def test_normalize_batch_matches_normalize_event_one_by_one() -> None:
+    """The batch form gives each event the same text as normalize_event, bar its new uuid."""
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    raws: list[object] = [
+        {"event": "a", "distinct_id": "u", "uuid": "0190b5c2-7e7a-7c5e-8f3a-1c2d3e4f5a6b"},
+        {"event": "", "distinct_id": "u"},
+        {"event": "b", "distinct_id": 7, "timestamp": "2026-11-26T12:00:00+02:00", "uuid": None},
+        "not an event",
+        {"event": "c", "distinct_id": "u"},
+    ]
+    bodies, rejected = normalize_batch(raws, now=now, lib_version="1.2.3")
+    assert [index for index, _ in rejected] == [1, 3]
+    assert rejected[1][1] == "event must be an object"
+    assert bodies[0] == normalize_event(raws[0], now=now, lib_version="1.2.3")
+    middle = json.loads(bodies[1])
+    assert (middle["distinct_id"], middle["timestamp"]) == ("7", "2026-11-26T10:00:00.000000+00:00")
+    last = json.loads(bodies[2])
+    assert last["timestamp"] == "2026-11-26T10:00:00.000000+00:00"
+    assert uuid.UUID(last["uuid"]).version == 7
+
+
+def test_normalize_batch_gives_every_new_event_its_own_uuid7_for_now() -> None:
+    """A batch larger than the random pool still gets distinct UUIDv7s stamped with `now`."""
+    now = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
+    bodies, rejected = normalize_batch(
+        [{"event": "e", "distinct_id": "u"}] * 300, now=now, lib_version="1"
+    )
+    assert rejected == []
+    uuids = [uuid.UUID(json.loads(body)["uuid"]) for body in bodies]
+    assert len(set(uuids)) == 300
+    millis = int(now.timestamp() * 1000)
+    assert all(u.version == 7 and u.int >> 80 == millis for u in uuids)
