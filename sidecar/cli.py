@@ -11,6 +11,7 @@ import trio
 from sidecar import app
 from sidecar.config import APP_NAME, ConfigError, parse_config
 from sidecar.logs import SecretMasker, configure_logging
+from sidecar.parent import OnefileBundle
 from sidecar.stdio import claim_stdout, open_fd_stream
 
 
@@ -31,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         async with stdin, stdout:
             await app.run(config, stdin, stdout, remember_secret=masker.remember)
 
+    bundle = OnefileBundle.current()
     trio.run(serve)
+    if bundle is not None:
+        bundle.remove_if_orphaned()
     return 0
 
 

@@ -7,6 +7,7 @@ against a frozen binary.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,6 +18,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 # Guards against a hung process, not timing limits: generous on a loaded 2-core machine.
 READ_TIMEOUT_S = 30.0
@@ -160,6 +163,18 @@ class SidecarProcess:
         return self.wait()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would."""
+        """SIGKILL the whole process tree, as a crash would.
+
+        A frozen one-file binary is a bootloader with the program as its child; killing only
+        the bootloader now makes the program stop cleanly, which is not a crash.
+        """
+        try:
+            below = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            below = []
+        for child in below:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         self.process.kill()
         self.process.wait(EXIT_TIMEOUT_S)
+        psutil.wait_procs(below, timeout=EXIT_TIMEOUT_S)

@@ -389,9 +389,12 @@ def wait_for_syn_sent(pid: int, port: int) -> None:
     """Block until process `pid` has a TCP connect to `port` stuck in SYN_SENT (hang guard)."""
     deadline = time.monotonic() + GUARD_S
     while time.monotonic() < deadline:
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_SYN_SENT:
-                return
+        # The program may be the child of a frozen binary's bootloader.
+        top = psutil.Process(pid)
+        for process in (top, *top.children(recursive=True)):
+            for conn in process.net_connections(kind="tcp"):
+                if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_SYN_SENT:
+                    return
         time.sleep(0.005)
     raise AssertionError(f"process {pid} never started connecting to port {port}")
 

@@ -1,0 +1,124 @@
+"""The build script's naming: the target triple Tauri expects, and where `--copy-to` puts it."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_build_script() -> ModuleType:
+    """build/build.py, imported as a module (build/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("build_script", ROOT / "build" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = load_build_script()
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="fake rustc is a shell script")
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "libc", "triple"),
+    [
+        ("Linux", "x86_64", "glibc", "x86_64-unknown-linux-gnu"),
+        ("Linux", "aarch64", "glibc", "aarch64-unknown-linux-gnu"),
+        ("Linux", "x86_64", "musl", "x86_64-unknown-linux-musl"),
+        ("Darwin", "arm64", "", "aarch64-apple-darwin"),
+        ("Darwin", "x86_64", "", "x86_64-apple-darwin"),
+        ("Windows", "AMD64", "", "x86_64-pc-windows-msvc"),
+        ("Windows", "ARM64", "", "aarch64-pc-windows-msvc"),
+    ],
+)
+def test_platform_triple_names_what_rust_would(
+    system: str, machine: str, libc: str, triple: str
+) -> None:
+    """Without rustc, the triple is derived from the platform as Rust names it."""
+    assert build.platform_triple(system, machine, libc) == triple
+
+
+def test_binary_name_has_exe_only_for_windows() -> None:
+    """`telemetry-sidecar-<triple>`, plus `.exe` for a Windows target."""
+    assert build.binary_name("x86_64-pc-windows-msvc") == (
+        "telemetry-sidecar-x86_64-pc-windows-msvc.exe"
+    )
+    assert build.binary_name("aarch64-apple-darwin") == "telemetry-sidecar-aarch64-apple-darwin"
+
+
+def fake_rustc(folder: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put a `rustc` shell script first on PATH."""
+    rustc = folder / "rustc"
+    rustc.write_text("#!/bin/sh\n" + script)
+    rustc.chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+
+
+@posix_only
+def test_old_rustc_without_host_tuple_falls_back_to_vV(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rustc older than `--print host-tuple` (1.84) is asked `-vV` and its `host:` line used."""
+    fake_rustc(
+        tmp_path,
+        'if [ "$1" = "-vV" ]; then\n'
+        "  printf 'rustc 1.80.0\\nhost: aarch64-apple-darwin\\nrelease: 1.80.0\\n'\n"
+        "else\n"
+        "  echo \"error: unknown print request: 'host-tuple'\" >&2; exit 1\n"
+        "fi\n",
+        monkeypatch,
+    )
+    assert build.rustc_triple() == "aarch64-apple-darwin"
+
+
+@posix_only
+def test_new_rustc_host_tuple_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A current rustc answers `--print host-tuple` directly."""
+    fake_rustc(tmp_path, "echo x86_64-pc-windows-msvc\n", monkeypatch)
+    assert build.rustc_triple() == "x86_64-pc-windows-msvc"
+
+
+def test_no_rustc_means_the_platform_triple(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no rustc on PATH the platform decides."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("TAURI_TARGET_TRIPLE", raising=False)
+    assert build.rustc_triple() is None
+    assert build.target_triple() == build.platform_triple()
+
+
+@pytest.mark.skipif(shutil.which("rustc") is None, reason="no rustc on this machine")
+def test_real_rustc_agrees_with_its_vV_host() -> None:
+    """On this machine, the triple in the name is the one rustc reports as its host."""
+    verbose = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True)
+    host = next(line for line in verbose.stdout.splitlines() if line.startswith("host:"))
+    assert build.rustc_triple() == host.split(":", 1)[1].strip()
+
+
+def test_copy_to_finds_the_binaries_folder(tmp_path: Path) -> None:
+    """A Tauri project gets src-tauri/binaries/; a src-tauri folder gets binaries/; else as is."""
+    project = tmp_path / "app"
+    (project / "src-tauri").mkdir(parents=True)
+    assert build.binaries_dir(project) == project / "src-tauri" / "binaries"
+    assert build.binaries_dir(project / "src-tauri") == project / "src-tauri" / "binaries"
+    elsewhere = tmp_path / "bin"
+    assert build.binaries_dir(elsewhere) == elsewhere
+
+
+def test_print_path_names_the_binary_without_building(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--print-path` answers where the binary goes (CI uses it for SIDECAR_COMMAND)."""
+    assert build.main(["--print-path", "--target", "x86_64-pc-windows-msvc"]) == 0
+    assert capsys.readouterr().out == "dist/telemetry-sidecar-x86_64-pc-windows-msvc.exe\n"
+    assert build.main(["--print-path", "--onedir", "--target", "aarch64-apple-darwin"]) == 0
+    assert capsys.readouterr().out == (
+        "dist/telemetry-sidecar-aarch64-apple-darwin-onedir/telemetry-sidecar-aarch64-apple-darwin\n"
+    )
