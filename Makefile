@@ -34,9 +34,10 @@ client-test: $(BIN)/.installed
 binary: $(BIN)/.installed
 	$(BIN)/python build/build.py
 
+FROZEN = "$$PWD/$$($(BIN)/python build/build.py --print-path)"
 test-frozen: binary
-	SIDECAR_COMMAND="$$($(BIN)/python build/build.py --print-path)" $(BIN)/pytest -q tests/integration
-	SIDECAR_COMMAND="$$($(BIN)/python build/build.py --print-path)" npm test --prefix clients/tauri
+	SIDECAR_COMMAND=$(FROZEN) $(BIN)/pytest -q tests/integration
+	SIDECAR_COMMAND=$(FROZEN) npm test --prefix clients/tauri
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
