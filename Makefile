@@ -17,8 +17,8 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m sidecar.demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check sidecar tests build
-	$(BIN)/mypy --strict sidecar build/build.py
+	$(BIN)/ruff check sidecar tests build bench
+	$(BIN)/mypy --strict sidecar build/build.py bench
 
 # Everything CI runs: lint, the TypeScript client's suite, the Python suites from source, then
 # the same process-level suites (Python and TypeScript) against the frozen one-file binary.
