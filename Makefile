@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,build]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,build,bench]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -40,7 +40,6 @@ test-frozen: binary
 	SIDECAR_COMMAND=$(FROZEN) npm test --prefix clients/tauri
 
 bench: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:
