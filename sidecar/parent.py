@@ -11,7 +11,9 @@ this Python program as *its* child. Two ways to notice the parent's death:
   spawned from a short-lived thread of a long-lived app (a pool thread that retires) would be
   told its parent died while the app is well. The bootloader forks from its main thread and then
   waits for us, so for it the thread and the process die together.
-- Everywhere else (macOS, Windows, `python -m sidecar`, a one-dir build): a task wakes every
+- Linux otherwise (`python -m sidecar`, a one-dir build): a pidfd of the parent, which trio
+  waits on like a socket; no wake-ups until the parent exits.
+- Elsewhere (macOS, Windows, or a Linux kernel before 5.3): a task wakes every
   `poll_s` seconds and checks that the parent is still the same process (POSIX: `getppid()`
   changes when we are re-parented; Windows never re-parents, so the pid is checked for a running
   process with the same creation time, as pids are reused).
@@ -123,6 +125,19 @@ class OnefileBundle:
         return not self.path.exists()
 
 
+def _open_pidfd(pid: int) -> int | None:
+    """Linux 5.3+: a pidfd for `pid`, readable once it exits; None where unsupported."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 async def watch_parent(
     stopping: trio.Event,
     *,
@@ -145,6 +160,20 @@ async def watch_parent(
         if os.getppid() != ppid:
             log.info("parent process %d is gone; stopping", ppid)
             stopping.set()
+        return
+    pidfd = _open_pidfd(ppid) if sys.platform.startswith("linux") else None
+    if pidfd is not None:
+        # No wake-ups until the parent exits. The pidfd is held before checking that `ppid`
+        # is still our parent, so it cannot name a later process that reused the pid.
+        try:
+            async with trio.open_nursery() as race:
+                race.start_soon(_cancel_when_set, stopping, race.cancel_scope)
+                if os.getppid() == ppid:
+                    await trio.lowlevel.wait_readable(pidfd)
+                log.info("parent process %d is gone; stopping", ppid)
+                stopping.set()
+        finally:
+            os.close(pidfd)
         return
     alive = parent_check(ppid)
     while not stopping.is_set():
