@@ -12,6 +12,7 @@ import enum
 import logging
 import math
 import random
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import trio
 from sidecar import capture
 from sidecar.astore import AsyncStore
 from sidecar.capture import Backoff, Outcome, Verdict
-from sidecar.config import Config
+from sidecar.config import Config, mask_key
 from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 STORAGE_RETRY_S = 5.0
 # Grace for handing leases back when the task is cancelled mid-request.
 RELEASE_GRACE_S = 1.0
+# Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
+MAX_ANSWER_BYTES = 64 * 1024
 # While another process holds leases, look this often whether it died (and take them back).
 FOREIGN_LEASE_CHECK_S = 30.0
 
@@ -76,6 +79,9 @@ class Sender:
         self.next_attempt_at: float | None = None
         self.wait_reason: WaitReason | None = None
         self.delivered = 0  # by this process, for ph_flush
+        # Rows still leased to us because the disk refused to record an attempt's outcome;
+        # handed back before the next claim, once the queue takes writes again.
+        self._unsettled: list[int] = []
         self._stopping = False
         self._sending = False
         self._send_finished = trio.Event()
@@ -160,11 +166,18 @@ class Sender:
                 self._idle_after_claim = claim_number
                 self._notify()
                 await self._plan_lease_check()
+                await self._compact()
                 await self._wait_for_work()
                 continue
             self._sending = True
             try:
                 await self._deliver(claim)
+            except StorageUnavailable as exc:
+                # Disk full or read-only mid-delivery: the rows stay on disk, leased to us, and
+                # are sent again (at least once) after they are handed back.
+                log.warning("cannot record the outcome of a delivery: %s", exc)
+                self._unsettled.extend(claim.ids)
+                self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
             finally:
                 self._sending = False
                 self._send_finished.set()
@@ -180,7 +193,17 @@ class Sender:
             trio.current_time() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
         )
 
+    async def _compact(self) -> None:
+        """Nothing to send: give the space of sent and dropped events back to the disk."""
+        try:
+            await self._store.run(lambda store: store.compact())
+        except StorageUnavailable as exc:
+            log.debug("no compaction: %s", exc)
+
     async def _claim(self) -> Claim | None:
+        if self._unsettled:
+            await self._release(self._unsettled, count_retry=False)
+            self._unsettled = []
         now = trio.current_time()
         if now >= self._lease_check_at:
             self._lease_check_at = math.inf
@@ -245,12 +268,14 @@ class Sender:
     async def _attempt(self, api_key: str, events: Sequence[QueuedEvent]) -> Verdict:
         body = capture.batch_body(api_key, [e.body for e in events], datetime.now(UTC))
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        timeout = self._config.request_timeout_s
         try:
-            response = await self._client.post(
-                self._url, content=body, headers=headers, timeout=self._config.request_timeout_s
-            )
+            async with self._client.stream(
+                "POST", self._url, content=body, headers=headers, timeout=timeout
+            ) as response:
+                await _skim_answer(response, timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Verdict(Outcome.OFFLINE, f"cannot connect to capture: {type(exc).__name__}")
+            return Verdict(Outcome.OFFLINE, f"cannot connect to capture: {_connect_failure(exc)}")
         except httpx.TimeoutException as exc:
             return Verdict(Outcome.RETRY, f"capture timed out: {type(exc).__name__}")
         except httpx.TransportError as exc:
@@ -288,7 +313,11 @@ class Sender:
             self._held_until[api_key] = trio.current_time() + self._config.auth_hold_s
             await self._release(ids, count_retry=False)
             self._notify()
-            log.warning("capture refused the api key (%s); holding its events", verdict.reason)
+            log.warning(
+                "capture refused the api key %s (%s); holding its events",
+                mask_key(api_key),
+                verdict.reason,
+            )
             return False
         self._failures += 1
         counted = outcome is Outcome.RETRY
@@ -313,6 +342,37 @@ class Sender:
             await self._store.run(lambda store: store.set_last_error(message))
         except StorageUnavailable:
             log.warning("could not record the last error: %s", message)
+
+
+async def _skim_answer(response: httpx.Response, timeout: float) -> None:  # noqa: ASYNC109
+    """Read a short answer to its end (the connection is then reused); stop after
+    MAX_ANSWER_BYTES or `timeout`. Only the status and headers count, and an endless or broken
+    body after them must neither fill memory nor hold the sender."""
+    seen = 0
+    with trio.move_on_after(timeout):
+        try:
+            async for chunk in response.aiter_raw():
+                seen += len(chunk)
+                if seen > MAX_ANSWER_BYTES:
+                    break
+        except (httpx.TransportError, httpx.StreamError):
+            pass  # the status line already came: it is the server's verdict (or, in memory,
+            # the answer was read already)
+
+
+def _connect_failure(exc: httpx.TransportError) -> str:
+    """The error's name, and what TLS said when the handshake is what failed (a certificate the
+    trust store does not vouch for, typically behind a TLS-inspecting proxy)."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> ssl; bounded in case of a cycle
+        if cause is None or isinstance(cause, ssl.SSLError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"{type(exc).__name__}: TLS certificate verification failed ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"{type(exc).__name__}: TLS handshake failed ({cause.reason or cause})"
+    return type(exc).__name__
 
 
 async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

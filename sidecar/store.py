@@ -27,6 +27,9 @@ _QUEUED = "queued"  # ph_meta key of the queue depth
 BUSY_TIMEOUT_MS = 5000
 # A lease held this long by a live process is a hang or a bug; take it back anyway.
 STALE_LEASE_S = 600.0
+# `compact` gives space back only past these: 64 free pages (256 KiB), a 256 KiB WAL.
+COMPACT_FREE_PAGES = 64
+COMPACT_WAL_BYTES = 256 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ph_event_queue (
@@ -164,6 +167,9 @@ class Store:
             raise StorageUnavailable(f"cannot open {path}: {exc}") from exc
         try:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Takes effect only in a new database, and only before WAL mode writes its header:
+            # lets `compact` give the pages of sent and dropped events back to the disk.
+            self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
@@ -177,6 +183,28 @@ class Store:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+
+    def compact(self) -> None:
+        """Give disk space back, for when the queue has gone quiet: free pages, then the WAL.
+
+        Best effort and cheap below the thresholds (two reads). The WAL is truncated only when
+        no other process is reading, without waiting for one.
+        """
+        with contextlib.suppress(sqlite3.Error):
+            free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            if free >= COMPACT_FREE_PAGES:
+                # Run to completion (`execute` would step it once, freeing a single page).
+                self._db.executescript("PRAGMA incremental_vacuum;")
+            try:
+                wal_bytes = os.stat(f"{self.path}-wal").st_size
+            except OSError:
+                return
+            if wal_bytes >= COMPACT_WAL_BYTES:
+                self._db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def quick_check(self) -> str:
         """SQLite's own consistency check: 'ok' or the first problem found."""
@@ -265,11 +293,14 @@ class Store:
                 self._add_counter(db, "inserted", len(bodies))
                 depth = self._depth(db)
                 return EnqueueResult(0, 0, depth, opted_out=True)
+            # A call bigger than the bound keeps only its newest events: inserting rows only to
+            # delete them in the same transaction would grow the file and the WAL by the call.
+            skipped = max(0, len(bodies) - max_queue)
             db.executemany(
                 "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)",
-                [(api_key, body, created_at) for body in bodies],
+                [(api_key, body, created_at) for body in bodies[skipped:]],
             )
-            depth = self._depth(db) + len(bodies)
+            depth = self._depth(db) + len(bodies) - skipped
             overflow = max(0, depth - max_queue)
             if overflow:
                 # Oldest first, but rows on the wire right now only as a last resort.
@@ -278,11 +309,11 @@ class Store:
                     "ORDER BY lease_owner IS NOT NULL, id LIMIT ?)",
                     (overflow,),
                 )
-                self._add_counter(db, DropReason.OVERFLOW, overflow)
                 depth -= overflow
+            self._add_counter(db, DropReason.OVERFLOW, skipped + overflow)
             self._add_counter(db, "inserted", len(bodies))
-            self._add_counter(db, _QUEUED, len(bodies) - overflow)
-        return EnqueueResult(len(bodies), overflow, depth, opted_out=False)
+            self._add_counter(db, _QUEUED, len(bodies) - skipped - overflow)
+        return EnqueueResult(len(bodies), skipped + overflow, depth, opted_out=False)
 
     @staticmethod
     def _depth(db: sqlite3.Connection) -> int:
@@ -500,26 +531,41 @@ def open_store(path: Path) -> tuple[Store, Path | None]:
     Returns the store and, when one was set aside, where it went. Raises StorageUnavailable
     when the folder or disk will not take a database at all.
     """
-    try:
-        store = Store(path)
+    problem = _check_read_only(path)
+    if problem is None:
         try:
-            problem = store.quick_check()
-        except sqlite3.DatabaseError:
-            # Closed before its files are renamed (Windows cannot rename an open file).
-            store.close()
-            raise
-        if problem == "ok":
-            return store, None
-        store.close()
-    except StorageUnavailable as exc:
-        if not isinstance(exc.__cause__, sqlite3.DatabaseError) or not _damaged(exc.__cause__):
-            raise
-        problem = str(exc)
-    except sqlite3.DatabaseError as exc:
-        problem = str(exc)
+            return Store(path), None
+        except StorageUnavailable as exc:
+            if not isinstance(exc.__cause__, sqlite3.DatabaseError) or not _damaged(exc.__cause__):
+                raise
+            problem = str(exc)
     aside = _quarantine(path)
     log.error("database %s failed its check (%s); moved aside to %s", path, problem, aside)
     return Store(path), aside
+
+
+def _check_read_only(path: Path) -> str | None:
+    """What `quick_check` finds wrong with an existing database, or None.
+
+    Read-only on purpose: closing a read-write connection checkpoints the WAL into the damaged
+    file and deletes the WAL, so the set aside would not be the files as they were found.
+    Failures that are not damage (say the folder is unreadable) are left for `Store` to report.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return None
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
+                             timeout=BUSY_TIMEOUT_MS / 1000)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if _damaged(exc) else None
+    finally:
+        db.close()
+    problems = [str(row[0]) for row in rows]
+    return None if problems == ["ok"] else "; ".join(problems[:3]) or "no answer"
 
 
 def _damaged(exc: sqlite3.Error) -> bool:
