@@ -25,11 +25,14 @@ from sidecar.rpc import Dispatcher, Parsed, parse_line
 from sidecar.sender import Sender
 from sidecar.stdio import READ_CHUNK
 from sidecar.store import StorageUnavailable
+from sidecar.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
 
 # Responses waiting for the writer; the reader stops reading while this is full.
 OUTBOUND_BUFFER = 256
+# The writer joins waiting responses into one write up to about this many bytes.
+WRITE_COALESCE_BYTES = 1024 * 1024
 # Concurrent slow calls (ph_flush) a client may have open before reading pauses. Each is a
 # task parked on the sender's state, so the bound is about a runaway client, not cost.
 MAX_SLOW_CALLS = 256
@@ -55,6 +58,7 @@ async def run(
         remember_secret(config.api_key)
     client = httpx.AsyncClient(
         transport=transport,
+        verify=client_ssl_context(),  # the OS trust store (corporate CAs), never unverified
         headers={"User-Agent": f"telemetry-sidecar/{__version__}"},
         timeout=config.request_timeout_s,
     )
@@ -153,11 +157,14 @@ async def write_lines(
             if broken:
                 continue
             pending = [line]
-            while True:
+            size = len(line)
+            # Coalesce small answers, but never copy a backlog of big ones into one buffer.
+            while size < WRITE_COALESCE_BYTES:
                 try:
                     pending.append(receive_out.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break  # EndOfChannel: the last senders closed; write what we hold first
+                size += len(pending[-1])
             try:
                 await stdout.send_all(b"".join(pending))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

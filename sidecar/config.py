@@ -62,6 +62,15 @@ def normalize_host(value: str) -> str:
         raise ConfigError(f"--host must be eu, us or an http(s) URL, not {value!r}")
     if parts.query or parts.fragment:
         raise ConfigError("--host must not carry a query or fragment")
+    if "@" in parts.netloc:
+        # Credentials would be shown by ph_status and the log; and "a@b" hides which host it is.
+        raise ConfigError("--host must not carry a user name or password")
+    try:
+        port = parts.port
+    except ValueError:  # out of range or not a number
+        port = 0
+    if port == 0:
+        raise ConfigError(f"--host has an invalid port: {value!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(f"--host: plain http is allowed only for loopback hosts, not {value!r}")
     return url.rstrip("/")

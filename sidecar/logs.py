@@ -7,19 +7,28 @@ import sys
 
 from sidecar.config import mask_key
 
+# Keys remembered for masking. Every call may name a key, so the set must not grow without
+# bound; an app uses one or a few.
+MAX_SECRETS = 64
+
 
 class SecretMasker(logging.Filter):
     """Replaces every registered secret in a record's final text with its masked form."""
 
-    def __init__(self) -> None:
-        """Start with no secrets."""
+    def __init__(self, max_secrets: int = MAX_SECRETS) -> None:
+        """Start with no secrets; keep at most `max_secrets`, the most recently remembered."""
         super().__init__()
         self._secrets: dict[str, str] = {}
+        self._max = max_secrets
 
     def remember(self, secret: str) -> None:
-        """Mask `secret` from now on."""
-        if secret and secret not in self._secrets:
-            self._secrets[secret] = mask_key(secret)
+        """Mask `secret` from now on (bounded: a flood of distinct keys evicts the oldest)."""
+        if not secret:
+            return
+        mask = self._secrets.pop(secret, None) or mask_key(secret)
+        self._secrets[secret] = mask  # dicts keep insertion order: last is most recent
+        while len(self._secrets) > self._max:
+            del self._secrets[next(iter(self._secrets))]
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Render the message once, mask it, and keep the record."""

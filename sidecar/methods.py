@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sidecar.store import StorageUnavailable
 log = logging.getLogger(__name__)
 
 MAX_BATCH_EVENTS = 10_000
+MAX_API_KEY_CHARS = 256
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
 MAX_FLUSH_TIMEOUT_S = 3600.0
 # Methods that may wait; a line calling one runs beside later lines instead of before them.
@@ -54,6 +54,9 @@ async def ph_send_batch(ctx: Services, *, batch: object, api_key: object = None)
         return InvalidParams(f"'batch' holds {len(batch)} events; at most {MAX_BATCH_EVENTS}")
     if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
         return InvalidParams("'api_key' must be a non-empty string")
+    if isinstance(api_key, str) and len(api_key) > MAX_API_KEY_CHARS:
+        # PostHog refuses keys over 64 bytes; an unbounded one is kept in every row and log mask.
+        return InvalidParams(f"'api_key' is longer than {MAX_API_KEY_CHARS} characters")
     key = api_key if isinstance(api_key, str) else ctx.config.api_key
     if key is None:
         return InvalidParams("no 'api_key' in the call and none given with --api-key")
@@ -82,7 +85,8 @@ async def ph_flush(ctx: Services, *, timeout: object = DEFAULT_FLUSH_TIMEOUT_S) 
     """Deliver what can be delivered before `timeout` seconds pass."""
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         return InvalidParams("'timeout' must be a number of seconds")
-    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_FLUSH_TIMEOUT_S:
+    # Compared, not converted: math.isfinite(10**400) would raise. NaN fails both comparisons.
+    if not 0 <= timeout <= MAX_FLUSH_TIMEOUT_S:
         return InvalidParams(f"'timeout' must be between 0 and {MAX_FLUSH_TIMEOUT_S:g} seconds")
     delivered = await ctx.sender.flush_until(trio.current_time() + timeout, ctx.stopping)
     try:

@@ -30,6 +30,11 @@ from sidecar.framing import OversizedLine
 log = logging.getLogger(__name__)
 
 ERROR_STORAGE_UNAVAILABLE = -32001
+# Requests in one JSON-RPC batch line. Each member may be a ph_send_batch whose answer lists up
+# to 10,000 rejections (~0.5 MB of JSON, ~4 MB while built), and a batch is answered in one
+# line: unbounded, a 2 MiB line of a million junk members made a 115 MB answer, took 620 MB
+# and stalled the loop for 15 s (a 16 MiB line, eight times that).
+MAX_BATCH_REQUESTS = 32
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
 
 
@@ -117,6 +122,12 @@ def parse_line(frame: bytes | OversizedLine) -> Parsed | bytes:
         return error_response(ERROR_PARSE_ERROR, "Parse error", str(exc)[:200])
     if isinstance(body, list) and not body:
         return error_response(ERROR_INVALID_REQUEST, "Invalid request", "empty batch")
+    if isinstance(body, list) and len(body) > MAX_BATCH_REQUESTS:
+        return error_response(
+            ERROR_INVALID_REQUEST,
+            "Invalid request",
+            f"batch of {len(body)} requests; at most {MAX_BATCH_REQUESTS}",
+        )
     if not isinstance(body, dict | list):
         return error_response(
             ERROR_INVALID_REQUEST, "Invalid request", "a request must be a JSON object"

@@ -1,0 +1,427 @@
+"""Shared pieces for the fault-matrix, hostile-input and security suites (and their bench scripts).
+
+Everything here drives the real sidecar process over real pipes, or plays a network peer for
+it: a connection counter that accepts and hangs up, a CONNECT proxy, a TLS capture server and
+the certificates it needs. Waits are hang guards, never timing assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar.capture_server import CaptureServer
+from sidecar.client import SidecarProcess, sidecar_command
+
+FM_KEY = "phc_reliability_key_0123456789abcd"
+FM_FAST = ("--backoff-base", "0.05", "--backoff-max", "0.2")
+FM_GUARD_S = 30.0  # hang guard for any single wait
+
+
+def fm_event(tag: str, n: int, **properties: Any) -> dict[str, Any]:
+    """A small valid event, tagged with its scenario and numbered."""
+    return {
+        "event": "fault matrix",
+        "distinct_id": f"user-{n}",
+        "properties": {"scenario": tag, "n": n, **properties},
+    }
+
+
+@contextlib.contextmanager
+def fm_sidecar(
+    data_dir: Path, host: str, *args: str, api_key: str | None = FM_KEY,
+    env: dict[str, str] | None = None,
+) -> Iterator[SidecarProcess]:
+    """A running sidecar; killed on the way out if it is still running."""
+    proc = SidecarProcess(data_dir, host, *args, api_key=api_key, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.process.poll() is None:
+            proc.kill()
+
+
+def fm_wait_until(predicate: Any, what: str, guard_s: float = FM_GUARD_S) -> None:
+    """Poll `predicate` until true; a hang guard, raising AssertionError after `guard_s`."""
+    deadline = time.monotonic() + guard_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {guard_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def fm_wait_drained(proc: SidecarProcess, guard_s: float = FM_GUARD_S) -> dict[str, Any]:
+    """Poll ph_status until the queue is empty; returns that status."""
+    deadline = time.monotonic() + guard_s
+    while True:
+        status = proc.result("ph_status")
+        if status["queued"] == 0:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not drained after {guard_s}s: {status}")
+        time.sleep(0.02)
+
+
+def proc_status_kib(pid: int, field: str) -> int | None:
+    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status in KiB, or None without procfs."""
+    path = Path(f"/proc/{pid}/status")
+    if "SIDECAR_COMMAND" in os.environ or not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+# ---- a process whose stdout nobody reads --------------------------------------------------------
+
+
+class RawProcess:
+    """The sidecar with stdout read only when the caller reads `process.stdout` (unlike
+    SidecarProcess, which always reads): for floods nobody reads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.process = subprocess.Popen(
+            [*sidecar_command(), "--data-dir", str(folder), "--host", "http://127.0.0.1:9",
+             "--api-key", FM_KEY, "--max-queue", "1000000"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self.written = 0
+        self.failed: list[BaseException] = []
+
+    def ask(self, line: bytes) -> bytes:
+        """One request, read its answer (only while nothing else is owed)."""
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(line)
+        self.process.stdin.flush()
+        return self.process.stdout.readline()
+
+    def flood(self, lines: list[bytes]) -> threading.Thread:
+        """Write every line from a thread (it blocks when the sidecar stops reading)."""
+        def write() -> None:
+            assert self.process.stdin
+            try:
+                for line in lines:
+                    self.process.stdin.write(line)
+                    self.written += 1
+                self.process.stdin.flush()
+            except BaseException as exc:
+                self.failed.append(exc)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        return thread
+
+    def wait_blocked(self, writer: threading.Thread, total: int) -> int:
+        """Wait until writing has stalled for a second (or finished); returns lines written."""
+        last, deadline = -1, time.monotonic() + FM_GUARD_S
+        while writer.is_alive() and time.monotonic() < deadline:
+            time.sleep(1.0)
+            if self.written == last:
+                break
+            last = self.written
+        return self.written
+
+    def close(self) -> None:
+        """Kill if still running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(FM_GUARD_S)
+
+
+# ---- a peer that accepts and hangs up ----------------------------------------------------------
+
+
+class HangUpListener:
+    """Listens on loopback, counts each accepted connection (with its accept time), closes it.
+
+    To a client this is a server that is "up" at the TCP level but never answers: every
+    request fails at once. Accept times are the listener's own `time.monotonic()`.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self.accepted: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The base URL to give as --host."""
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def accept_times(self) -> list[float]:
+        """Accept times so far."""
+        with self._lock:
+            return list(self.accepted)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.accepted.append(time.monotonic())
+            conn.close()
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+# ---- a capture host whose answer never ends ----------------------------------------------------
+
+
+class EndlessAnswer:
+    """Answers every request `200 OK` with a chunked body that never ends, counting requests and
+    the body bytes it managed to send (until the client hangs up)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.requests = 0
+        self.body_bytes_sent = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The base URL to give as --host."""
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            with self._lock:
+                self.requests += 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+            try:
+                while not self._stop.is_set():
+                    conn.sendall(piece)
+                    with self._lock:
+                        self.body_bytes_sent += 0x10000
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+# ---- an HTTP CONNECT proxy ----------------------------------------------------------------------
+
+
+class ConnectProxy:
+    """A tiny HTTP proxy for CONNECT tunnels (what httpx uses for https:// through a proxy).
+
+    Records each CONNECT target; relays bytes both ways until either side closes.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.targets: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The proxy's URL, for HTTPS_PROXY."""
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def seen(self) -> list[str]:
+        """CONNECT targets so far, e.g. ['127.0.0.1:4443']."""
+        with self._lock:
+            return list(self.targets)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _ = request_line.split(" ", 2)
+            with self._lock:
+                self.targets.append(target if method == "CONNECT" else f"{method} {target}")
+            if method != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, _, port = target.rpartition(":")
+            try:
+                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+            except OSError:
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with upstream:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                _relay(conn, upstream, self._stop)
+
+    def close(self) -> None:
+        """Stop accepting (tunnels end when their peers close)."""
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def _relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
+    peers = {a: b, b: a}
+    while not stop.is_set():
+        readable, _, _ = select.select(list(peers), [], [], 0.2)
+        for sock in readable:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            peers[sock].sendall(data)
+
+
+# ---- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A private CA, a server certificate it signed for 127.0.0.1/localhost, and a self-signed
+    certificate no CA vouches for; PEM files in one folder."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    self_signed_cert: Path
+    self_signed_key: Path
+    wrong_name_cert: Path
+    wrong_name_key: Path
+
+
+def have_openssl() -> bool:
+    """Whether the openssl command line tool is on PATH."""
+    return shutil.which("openssl") is not None
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Generate the certificates with the openssl CLI (EC P-256 keys: fast)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=fm test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+
+    def signed(name: str, san: str) -> None:
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=folder)
+        (folder / f"{name}.ext").write_text(
+            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        )
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", f"{name}.ext", cwd=folder)
+
+    signed("server", "IP:127.0.0.1,DNS:localhost")
+    signed("wrongname", "DNS:capture.example.invalid")
+    _openssl("req", "-x509", *ec, "-keyout", "self.key", "-out", "self.pem", "-days", "2",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+             cwd=folder)
+    return TlsFiles(
+        ca_cert=folder / "ca.pem",
+        server_cert=folder / "server.pem",
+        server_key=folder / "server.key",
+        self_signed_cert=folder / "self.pem",
+        self_signed_key=folder / "self.key",
+        wrong_name_cert=folder / "wrongname.pem",
+        wrong_name_key=folder / "wrongname.key",
+    )
+
+
+@contextlib.contextmanager
+def tls_capture(cert: Path, key: Path, **kwargs: Any) -> Iterator[CaptureServer]:
+    """The fake capture server behind TLS with this certificate (https://127.0.0.1:port).
+
+    The listening socket is wrapped before any client knows the port, so every connection is
+    TLS; a client that refuses the certificate makes the accept fail, which the server skips.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = CaptureServer(**kwargs)
+    server.start()
+    httpd = server._httpd
+    assert httpd is not None
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def https_url(server: CaptureServer) -> str:
+    """The TLS server's base URL."""
+    return f"https://127.0.0.1:{server.port}"
