@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
 from sidecar import __version__
@@ -25,9 +25,17 @@ from sidecar.rpc import Dispatcher, Parsed, parse_line
 from sidecar.sender import Sender
 from sidecar.stdio import READ_CHUNK
 from sidecar.store import StorageUnavailable
-from sidecar.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
+
+
+def _make_client(timeout: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    from sidecar import httpclient  # noqa: PLC0415 - httpx loads on the first send, not at start
+
+    return httpclient.make_client(timeout, transport)
 
 # Responses waiting for the writer; the reader stops reading while this is full.
 OUTBOUND_BUFFER = 256
@@ -56,36 +64,30 @@ async def run(
     await store.open()
     if config.api_key:
         remember_secret(config.api_key)
-    client = httpx.AsyncClient(
-        transport=transport,
-        verify=client_ssl_context(),  # the OS trust store (corporate CAs), never unverified
-        headers={"User-Agent": f"telemetry-sidecar/{__version__}"},
-        timeout=config.request_timeout_s,
-    )
     stopping = trio.Event()
+    sender = Sender(config, store, lambda: _make_client(config.request_timeout_s, transport))
     try:
-        async with client:
-            sender = Sender(config, store, client)
-            services = Services(config, store, sender, stopping, remember_secret)
-            dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)
-            send_out, receive_out = trio.open_memory_channel[bytes](OUTBOUND_BUFFER)
-            async with trio.open_nursery() as nursery:
-                writer_done = trio.Event()
-                nursery.start_soon(write_lines, stdout, receive_out, stopping, writer_done)
-                nursery.start_soon(sender.run)
-                await nursery.start(startup_drain, store, sender)
-                if handle_signals:
-                    nursery.start_soon(watch_signals, stopping)
-                    # Process-level like the signals (on Linux a dead parent arrives as SIGTERM).
-                    nursery.start_soon(watch_parent, stopping)
-                log.info("telemetry-sidecar %s ready; capture host %s", __version__, config.host)
-                await serve_lines(stdin, dispatcher, send_out, stopping)
-                with trio.move_on_after(FINAL_GRACE_S):
-                    await sender.finish_in_flight()
-                    await writer_done.wait()
-                nursery.cancel_scope.cancel()
+        services = Services(config, store, sender, stopping, remember_secret)
+        dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)
+        send_out, receive_out = trio.open_memory_channel[bytes](OUTBOUND_BUFFER)
+        async with trio.open_nursery() as nursery:
+            writer_done = trio.Event()
+            nursery.start_soon(write_lines, stdout, receive_out, stopping, writer_done)
+            nursery.start_soon(sender.run)
+            await nursery.start(startup_drain, store, sender)
+            if handle_signals:
+                nursery.start_soon(watch_signals, stopping)
+                # Process-level like the signals (on Linux a dead parent arrives as SIGTERM).
+                nursery.start_soon(watch_parent, stopping)
+            log.info("telemetry-sidecar %s ready; capture host %s", __version__, config.host)
+            await serve_lines(stdin, dispatcher, send_out, stopping)
+            with trio.move_on_after(FINAL_GRACE_S):
+                await sender.finish_in_flight()
+                await writer_done.wait()
+            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await sender.aclose()
             await store.aclose()
     log.info("stopped")
 

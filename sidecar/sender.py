@@ -12,12 +12,11 @@ import enum
 import logging
 import math
 import random
-import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import httpx
 import trio
 
 from sidecar import capture
@@ -26,14 +25,15 @@ from sidecar.capture import Backoff, Outcome, Verdict
 from sidecar.config import Config, mask_key
 from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
 
 # How long to wait before trying a queue that would not open or write again.
 STORAGE_RETRY_S = 5.0
 # Grace for handing leases back when the task is cancelled mid-request.
 RELEASE_GRACE_S = 1.0
-# Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
-MAX_ANSWER_BYTES = 64 * 1024
 # While another process holds leases, look this often whether it died (and take them back).
 FOREIGN_LEASE_CHECK_S = 30.0
 
@@ -53,14 +53,15 @@ class Sender:
         self,
         config: Config,
         store: AsyncStore,
-        client: httpx.AsyncClient,
+        make_client: Callable[[], httpx.AsyncClient],
         *,
         rng: random.Random | None = None,
     ) -> None:
         """Set up an idle sender; nothing runs until `run` is started in a nursery."""
         self._config = config
         self._store = store
-        self._client = client
+        self._make_client = make_client
+        self._client: httpx.AsyncClient | None = None
         self._url = f"{config.host}/batch/"
         self._backoff = Backoff(config.backoff_base_s, config.backoff_max_s,
                                 config.retry_after_max_s)
@@ -267,20 +268,20 @@ class Sender:
 
     async def _attempt(self, api_key: str, events: Sequence[QueuedEvent]) -> Verdict:
         body = capture.batch_body(api_key, [e.body for e in events], datetime.now(UTC))
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if self._client is None:
+            # httpx and the TLS context are built on first use, so they add nothing to the
+            # start-up of a sidecar with nothing to send.
+            self._client = self._make_client()
+        from sidecar import httpclient  # noqa: PLC0415 - loaded with the client, see above
+
         timeout = self._config.request_timeout_s
-        try:
-            async with self._client.stream(
-                "POST", self._url, content=body, headers=headers, timeout=timeout
-            ) as response:
-                await _skim_answer(response, timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Verdict(Outcome.OFFLINE, f"cannot connect to capture: {_connect_failure(exc)}")
-        except httpx.TimeoutException as exc:
-            return Verdict(Outcome.RETRY, f"capture timed out: {type(exc).__name__}")
-        except httpx.TransportError as exc:
-            return Verdict(Outcome.RETRY, f"connection to capture lost: {type(exc).__name__}")
-        return capture.classify_status(response.status_code, response.headers.get("Retry-After"))
+        return await httpclient.post_batch(self._client, self._url, body, timeout)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was made."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def _apply(
         self,
@@ -342,37 +343,6 @@ class Sender:
             await self._store.run(lambda store: store.set_last_error(message))
         except StorageUnavailable:
             log.warning("could not record the last error: %s", message)
-
-
-async def _skim_answer(response: httpx.Response, timeout: float) -> None:  # noqa: ASYNC109
-    """Read a short answer to its end (the connection is then reused); stop after
-    MAX_ANSWER_BYTES or `timeout`. Only the status and headers count, and an endless or broken
-    body after them must neither fill memory nor hold the sender."""
-    seen = 0
-    with trio.move_on_after(timeout):
-        try:
-            async for chunk in response.aiter_raw():
-                seen += len(chunk)
-                if seen > MAX_ANSWER_BYTES:
-                    break
-        except (httpx.TransportError, httpx.StreamError):
-            pass  # the status line already came: it is the server's verdict (or, in memory,
-            # the answer was read already)
-
-
-def _connect_failure(exc: httpx.TransportError) -> str:
-    """The error's name, and what TLS said when the handshake is what failed (a certificate the
-    trust store does not vouch for, typically behind a TLS-inspecting proxy)."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # httpx -> httpcore -> ssl; bounded in case of a cycle
-        if cause is None or isinstance(cause, ssl.SSLError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"{type(exc).__name__}: TLS certificate verification failed ({cause.verify_message})"
-    if isinstance(cause, ssl.SSLError):
-        return f"{type(exc).__name__}: TLS handshake failed ({cause.reason or cause})"
-    return type(exc).__name__
 
 
 async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

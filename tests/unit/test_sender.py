@@ -285,7 +285,7 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
     try:
         with trio.fail_after(GUARD_S):
             async with httpx.AsyncClient(transport=transport) as client, trio.open_nursery() as n:
-                sender = Sender(config, store, client, rng=random.Random(SEED))
+                sender = Sender(config, store, lambda: client, rng=random.Random(SEED))
                 yield Rig(config, store, sender, capture, n)
                 n.cancel_scope.cancel()
     finally:
