@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,10 +140,55 @@ class RawProcess:
             self.process.wait(FM_GUARD_S)
 
 
-# ---- a peer that accepts and hangs up ----------------------------------------------------------
+# ---- small loopback peers ------------------------------------------------------------------------
 
 
-class HangUpListener:
+class _LoopbackListener:
+    """A listener on 127.0.0.1 whose accept loop hands each connection to `_handle`.
+
+    Subclasses set their own state before calling `super().__init__()`, which starts serving.
+    `_handle` runs on the accept thread; peers that talk at length start a thread of their own.
+    """
+
+    def __init__(self, backlog: int = 16) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(backlog)
+        self._sock.settimeout(0.1)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The base URL to give as --host (or as HTTPS_PROXY)."""
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _in_thread(self, work: Callable[[socket.socket], None], conn: socket.socket) -> None:
+        threading.Thread(target=work, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting (connections in their own threads end when their peers close)."""
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+class HangUpListener(_LoopbackListener):
     """Listens on loopback, counts each accepted connection (with its accept time), closes it.
 
     To a client this is a server that is "up" at the TCP level but never answers: every
@@ -151,78 +196,31 @@ class HangUpListener:
     """
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
         self.accepted: list[float] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        """The base URL to give as --host."""
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        super().__init__(backlog=64)
 
     def accept_times(self) -> list[float]:
         """Accept times so far."""
         with self._lock:
             return list(self.accepted)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.accepted.append(time.monotonic())
-            conn.close()
-
-    def close(self) -> None:
-        """Stop listening."""
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
+    def _handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.accepted.append(time.monotonic())
+        conn.close()
 
 
-# ---- a capture host whose answer never ends ----------------------------------------------------
-
-
-class EndlessAnswer:
+class EndlessAnswer(_LoopbackListener):
     """Answers every request `200 OK` with a chunked body that never ends, counting requests and
     the body bytes it managed to send (until the client hangs up)."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.1)
         self.requests = 0
         self.body_bytes_sent = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        """The base URL to give as --host."""
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+    def _handle(self, conn: socket.socket) -> None:
+        self._in_thread(self._answer, conn)
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
@@ -249,52 +247,24 @@ class EndlessAnswer:
             except OSError:
                 return
 
-    def close(self) -> None:
-        """Stop serving."""
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
 
-
-# ---- an HTTP CONNECT proxy ----------------------------------------------------------------------
-
-
-class ConnectProxy:
+class ConnectProxy(_LoopbackListener):
     """A tiny HTTP proxy for CONNECT tunnels (what httpx uses for https:// through a proxy).
 
     Records each CONNECT target; relays bytes both ways until either side closes.
     """
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.1)
         self.targets: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        """The proxy's URL, for HTTPS_PROXY."""
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        super().__init__()
 
     def seen(self) -> list[str]:
         """CONNECT targets so far, e.g. ['127.0.0.1:4443']."""
         with self._lock:
             return list(self.targets)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+    def _handle(self, conn: socket.socket) -> None:
+        self._in_thread(self._tunnel, conn)
 
     def _tunnel(self, conn: socket.socket) -> None:
         with conn:
@@ -320,12 +290,6 @@ class ConnectProxy:
             with upstream:
                 conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 _relay(conn, upstream, self._stop)
-
-    def close(self) -> None:
-        """Stop accepting (tunnels end when their peers close)."""
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
 
 
 def _relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
