@@ -25,6 +25,7 @@ from sidecar.rpc import Dispatcher, Parsed, parse_line
 from sidecar.sender import Sender
 from sidecar.stdio import READ_CHUNK
 from sidecar.store import StorageUnavailable
+from sidecar.waits import cancel_when_set
 
 if TYPE_CHECKING:
     import httpx
@@ -138,12 +139,6 @@ async def serve_lines(
                     break
         stopping.set()
         calls.cancel_scope.deadline = trio.current_time() + IN_FLIGHT_GRACE_S
-
-
-async def cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    """Cancel `scope` once `event` is set."""
-    await event.wait()
-    scope.cancel()
 
 
 async def write_lines(

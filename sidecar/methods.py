@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from jsonrpcserver import InvalidParams, JsonRpcError, Result, Success
@@ -19,9 +19,10 @@ from sidecar.config import Config
 from sidecar.events import normalize_batch
 from sidecar.rpc import ERROR_STORAGE_UNAVAILABLE
 from sidecar.sender import Sender
-from sidecar.store import StorageUnavailable
+from sidecar.store import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH_EVENTS = 10_000
 MAX_API_KEY_CHARS = 256
@@ -42,8 +43,12 @@ class Services:
     remember_secret: Callable[[str], None]
 
 
-def _storage_error(exc: StorageUnavailable) -> JsonRpcError:
-    return JsonRpcError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", str(exc))
+async def _stored(ctx: Services, operation: Callable[[Store], T]) -> T:
+    """Run a store operation; a disk or file that will not take it answers -32001."""
+    try:
+        return await ctx.store.run(operation)
+    except StorageUnavailable as exc:
+        raise JsonRpcError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", str(exc)) from exc
 
 
 async def ph_send_batch(ctx: Services, *, batch: object, api_key: object = None) -> Result:
@@ -64,18 +69,13 @@ async def ph_send_batch(ctx: Services, *, batch: object, api_key: object = None)
     bodies, invalid = normalize_batch(batch, now=datetime.now(UTC), lib_version=__version__)
     rejected = [{"index": index, "error": reason} for index, reason in invalid]
     max_queue = ctx.config.max_queue
-    try:
-        if bodies:
-            result = await ctx.store.run(
-                lambda store: store.enqueue(key, bodies, max_queue=max_queue)
-            )
-            accepted, queued = result.accepted, result.queued
-            if result.dropped_overflow:
-                log.warning("queue full: dropped the %d oldest events", result.dropped_overflow)
-        else:
-            accepted, queued = 0, await ctx.store.run(lambda store: store.depth())
-    except StorageUnavailable as exc:
-        raise _storage_error(exc) from exc
+    if bodies:
+        result = await _stored(ctx, lambda store: store.enqueue(key, bodies, max_queue=max_queue))
+        accepted, queued = result.accepted, result.queued
+        if result.dropped_overflow:
+            log.warning("queue full: dropped the %d oldest events", result.dropped_overflow)
+    else:
+        accepted, queued = 0, await _stored(ctx, lambda store: store.depth())
     if accepted:
         ctx.sender.wake()
     return Success({"accepted": accepted, "rejected": rejected, "queued": queued})
@@ -89,19 +89,13 @@ async def ph_flush(ctx: Services, *, timeout: object = DEFAULT_FLUSH_TIMEOUT_S) 
     if not 0 <= timeout <= MAX_FLUSH_TIMEOUT_S:
         return InvalidParams(f"'timeout' must be between 0 and {MAX_FLUSH_TIMEOUT_S:g} seconds")
     delivered = await ctx.sender.flush_until(trio.current_time() + timeout, ctx.stopping)
-    try:
-        queued = await ctx.store.run(lambda store: store.depth())
-    except StorageUnavailable as exc:
-        raise _storage_error(exc) from exc
+    queued = await _stored(ctx, lambda store: store.depth())
     return Success({"delivered": delivered, "queued": queued})
 
 
 async def ph_status(ctx: Services) -> Result:
     """Queue depth, counters and delivery state."""
-    try:
-        status = await ctx.store.run(lambda store: store.status())
-    except StorageUnavailable as exc:
-        raise _storage_error(exc) from exc
+    status = await _stored(ctx, lambda store: store.status())
     oldest_age = None
     if status.oldest_created_at is not None:
         oldest_age = round(max(0.0, time.time() - status.oldest_created_at), 3)
@@ -125,10 +119,7 @@ async def ph_set_opt_out(ctx: Services, *, opt_out: object) -> Result:
     """Persist the user's choice; opting out purges the queue."""
     if not isinstance(opt_out, bool):
         return InvalidParams("'opt_out' must be true or false")
-    try:
-        purged = await ctx.store.run(lambda store: store.set_opt_out(opt_out))
-    except StorageUnavailable as exc:
-        raise _storage_error(exc) from exc
+    purged = await _stored(ctx, lambda store: store.set_opt_out(opt_out))
     log.info("opted %s; purged %d events", "out" if opt_out else "in", purged)
     return Success({"opted_out": opt_out, "purged": purged})
 

@@ -39,6 +39,8 @@ from pathlib import Path
 import psutil
 import trio
 
+from sidecar.waits import cancel_when_set
+
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
@@ -133,11 +135,6 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
 async def watch_parent(
     stopping: trio.Event,
     *,
@@ -167,7 +164,7 @@ async def watch_parent(
         # is still our parent, so it cannot name a later process that reused the pid.
         try:
             async with trio.open_nursery() as race:
-                race.start_soon(_cancel_when_set, stopping, race.cancel_scope)
+                race.start_soon(cancel_when_set, stopping, race.cancel_scope)
                 if os.getppid() == ppid:
                     await trio.lowlevel.wait_readable(pidfd)
                 log.info("parent process %d is gone; stopping", ppid)

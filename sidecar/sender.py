@@ -24,6 +24,7 @@ from sidecar.astore import AsyncStore
 from sidecar.capture import Backoff, Outcome, Verdict
 from sidecar.config import Config, mask_key
 from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable
+from sidecar.waits import cancel_when_set
 
 if TYPE_CHECKING:
     import httpx
@@ -122,8 +123,8 @@ class Sender:
         with trio.move_on_at(deadline):
             while not (stopping.is_set() or self._settled(claims_before, deadline)):
                 async with trio.open_nursery() as waiters:
-                    waiters.start_soon(_wait_then_cancel, self._changed, waiters.cancel_scope)
-                    waiters.start_soon(_wait_then_cancel, stopping, waiters.cancel_scope)
+                    waiters.start_soon(cancel_when_set, self._changed, waiters.cancel_scope)
+                    waiters.start_soon(cancel_when_set, stopping, waiters.cancel_scope)
         return self.delivered - delivered_before
 
     async def finish_in_flight(self) -> None:
@@ -344,7 +345,3 @@ class Sender:
         except StorageUnavailable:
             log.warning("could not record the last error: %s", message)
 
-
-async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

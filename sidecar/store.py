@@ -31,7 +31,8 @@ STALE_LEASE_S = 600.0
 COMPACT_FREE_PAGES = 64
 COMPACT_WAL_BYTES = 256 * 1024
 
-_SCHEMA = """
+# The queue's tables, also used by bench/ingest.py for its plain-sqlite3 ceiling.
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS ph_event_queue (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     api_key     TEXT    NOT NULL,
@@ -242,7 +243,7 @@ class Store:
                     f"database schema {version} is newer than this sidecar's {SCHEMA_VERSION}"
                 )
             if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
