@@ -304,10 +304,11 @@ class Store:
             depth = self._depth(db) + len(bodies) - skipped
             overflow = max(0, depth - max_queue)
             if overflow:
-                # Oldest first, but rows on the wire right now only as a last resort.
+                # The oldest go, on the wire or not, as the contract says. Sparing leased rows
+                # made which events survive depend on whether a request was in flight.
                 db.execute(
                     "DELETE FROM ph_event_queue WHERE id IN (SELECT id FROM ph_event_queue "
-                    "ORDER BY lease_owner IS NOT NULL, id LIMIT ?)",
+                    "ORDER BY id LIMIT ?)",
                     (overflow,),
                 )
                 depth -= overflow
