@@ -1,32 +1,59 @@
 """PostHog's /batch/ wire format and what its answers mean, free of I/O.
 
 Request bodies are spliced from the stored JSON text of each event rather than re-encoded:
-the queue already holds normalised, compact JSON.
+the queue already holds normalised, compact JSON. They are compressed before the attempt's
+`sent_at` is known (see `BodyDraft`).
 """
 
 from __future__ import annotations
 
 import email.utils
 import enum
-import gzip
 import json
 import math
 import random
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 GZIP_LEVEL = 6
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member, not a bare zlib stream
+
+
+class BodyDraft:
+    """A request body compressed up to its last field, finished at each attempt.
+
+    The document is `{"api_key", "batch", "sent_at"}` with `sent_at` last, so everything but
+    the attempt's own time can be compressed ahead of it (in the store's thread, while the
+    previous request is on the wire). The deflate stream is flushed to a byte boundary after the
+    batch; `finish` continues a copy of it with the time, so a draft can be finished any number
+    of times and each body is a complete gzip member.
+    """
+
+    __slots__ = ("_head", "_stream")
+
+    def __init__(self, api_key: str, bodies: Sequence[str]) -> None:
+        """Compress the document up to the value of `sent_at`."""
+        text = '{"api_key":%s,"batch":[%s],"sent_at":"' % (  # noqa: UP031
+            json.dumps(api_key),
+            ",".join(bodies),
+        )
+        self._stream = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        self._head = self._stream.compress(text.encode("utf-8")) + self._stream.flush(
+            zlib.Z_SYNC_FLUSH
+        )
+
+    def finish(self, sent_at: datetime) -> bytes:
+        """The whole gzip body with `sent_at` (milliseconds, UTC, `Z`)."""
+        stamp = sent_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stream = self._stream.copy()
+        return self._head + stream.compress(f'{stamp}"}}'.encode("ascii")) + stream.flush()
 
 
 def batch_body(api_key: str, bodies: Sequence[str], sent_at: datetime) -> bytes:
     """The gzip-compressed `{"api_key", "batch", "sent_at"}` document for one request."""
-    head = '{"api_key":%s,"sent_at":"%s","batch":[' % (  # noqa: UP031
-        json.dumps(api_key),
-        sent_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    )
-    text = head + ",".join(bodies) + "]}"
-    return gzip.compress(text.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0)
+    return BodyDraft(api_key, bodies).finish(sent_at)
 
 
 class Outcome(enum.Enum):

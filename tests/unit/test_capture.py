@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -15,6 +16,7 @@ from sidecar.capture import (
     Backoff,
     Outcome,
     Verdict,
+    BodyDraft,
     batch_body,
     classify_status,
     parse_retry_after,
@@ -45,8 +47,27 @@ def test_batch_body_gunzips_to_the_document() -> None:
 def test_batch_body_splices_stored_bodies_byte_for_byte() -> None:
     """The stored JSON texts appear unchanged (spacing, number spelling, UTF-8) in the body."""
     text = gzip.decompress(batch_body("k", BODIES, NOW))
-    assert b'"batch":[' + ",".join(BODIES).encode("utf-8") + b"]}" in text
-    assert text.endswith(b"]}")
+    assert b'"batch":[' + ",".join(BODIES).encode("utf-8") + b"]," in text
+    assert text.endswith(b'"}')
+
+
+def test_a_draft_finishes_into_complete_bodies_with_each_attempts_time() -> None:
+    """One draft, finished twice: two whole gzip members (nothing after the trailer), the same
+    events, each with its own sent_at; the draft is not used up by finishing."""
+    draft = BodyDraft("phc_key", BODIES)
+    first_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    second_at = first_at + timedelta(seconds=90)
+    documents = []
+    for sent_at in (first_at, second_at, first_at):
+        body = draft.finish(sent_at)
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = member.decompress(body)
+        assert member.eof and member.unused_data == b""
+        documents.append(json.loads(text))
+    assert [d["sent_at"] for d in documents] == [
+        "2026-01-02T03:04:05.000Z", "2026-01-02T03:05:35.000Z", "2026-01-02T03:04:05.000Z"]
+    assert documents[0]["batch"] == documents[1]["batch"] == [json.loads(b) for b in BODIES]
+    assert draft.finish(first_at) == draft.finish(first_at)  # deterministic: no mtime, no state
 
 
 def test_batch_body_converts_sent_at_to_utc() -> None:
