@@ -350,47 +350,75 @@ class Store:
         The first event is always taken whatever its size, so one big event cannot block the
         queue; the server's 413 decides its fate.
         """
-        leased_at = time.time() if now is None else now
-        excluded = list(exclude_keys)
-        key_filter = f"AND api_key NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         with self._write() as db:
-            first = db.execute(
-                f"SELECT api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
-                "ORDER BY id LIMIT 1",
-                excluded,
-            ).fetchone()
-            if first is None:
-                return None
-            api_key = str(first[0])
-            candidates = db.execute(
-                "SELECT id, length(CAST(body AS BLOB)) FROM ph_event_queue "
-                "WHERE lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
-                (api_key, limit),
-            ).fetchall()
-            chosen: list[int] = []
-            total = 0
-            for row_id, size in candidates:
-                if chosen and total + size > max_bytes:
-                    break
-                chosen.append(row_id)
-                total += size
-            placeholders = ",".join("?" * len(chosen))
-            rows = db.execute(
-                f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
-                f"WHERE id IN ({placeholders}) RETURNING id, body, retry_count",
-                [self._owner_token, leased_at, *chosen],
-            ).fetchall()
-        events = sorted((QueuedEvent(r[0], r[1], r[2]) for r in rows), key=lambda e: e.id)
-        return Claim(api_key, tuple(events))
+            return self._claim(db, limit, max_bytes, exclude_keys, now)
 
     def complete(self, ids: Sequence[int]) -> int:
         """Delivered: delete our leased rows and count them. Returns how many were ours."""
         with self._write() as db:
-            deleted = self._delete_mine(db, ids)
+            return self._complete(db, ids)
+
+    def complete_and_claim(
+        self,
+        ids: Sequence[int],
+        limit: int,
+        *,
+        max_bytes: int,
+        exclude_keys: Collection[str] = (),
+        now: float | None = None,
+    ) -> tuple[int, Claim | None]:
+        """`complete(ids)` then `claim(...)` in one transaction: one commit per request
+        while a backlog drains, instead of two."""
+        with self._write() as db:
+            completed = self._complete(db, ids)
+            return completed, self._claim(db, limit, max_bytes, exclude_keys, now)
+
+    def _claim(
+        self,
+        db: sqlite3.Connection,
+        limit: int,
+        max_bytes: int,
+        exclude_keys: Collection[str],
+        now: float | None,
+    ) -> Claim | None:
+        leased_at = time.time() if now is None else now
+        excluded = list(exclude_keys)
+        key_filter = f"AND api_key NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        first = db.execute(
+            f"SELECT api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
+            "ORDER BY id LIMIT 1",
+            excluded,
+        ).fetchone()
+        if first is None:
+            return None
+        api_key = str(first[0])
+        candidates = db.execute(
+            "SELECT id, length(CAST(body AS BLOB)) FROM ph_event_queue "
+            "WHERE lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
+            (api_key, limit),
+        ).fetchall()
+        chosen: list[int] = []
+        total = 0
+        for row_id, size in candidates:
+            if chosen and total + size > max_bytes:
+                break
+            chosen.append(row_id)
+            total += size
+        placeholders = ",".join("?" * len(chosen))
+        rows = db.execute(
+            f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
+            f"WHERE id IN ({placeholders}) RETURNING id, body, retry_count",
+            [self._owner_token, leased_at, *chosen],
+        ).fetchall()
+        rows.sort()  # RETURNING gives no order; the request keeps queue order
+        return Claim(api_key, tuple([QueuedEvent(*row) for row in rows]))
+
+    def _complete(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
+        deleted = self._delete_mine(db, ids)
+        if deleted:
             self._add_counter(db, "delivered", deleted)
             self._add_counter(db, _QUEUED, -deleted)
-            if deleted:
-                db.execute("UPDATE ph_meta SET value = NULL WHERE key = 'last_error'")
+            db.execute("UPDATE ph_meta SET value = NULL WHERE key = 'last_error'")
         return deleted
 
     def drop(self, ids: Sequence[int], reason: DropReason) -> int:
