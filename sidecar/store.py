@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS ph_event_queue (
     lease_owner TEXT,
     leased_at   REAL
 );
-CREATE INDEX IF NOT EXISTS ph_event_queue_lease ON ph_event_queue (lease_owner, id);
 CREATE TABLE IF NOT EXISTS ph_meta (
     key   TEXT PRIMARY KEY,
     value
@@ -247,6 +246,11 @@ class Store:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Databases made by earlier builds carry an index on the lease columns.
+            # Each claim and delivery had to rewrite it, and the scans it served only skip the
+            # few rows in flight. Dropping it needs no new schema version: older sidecars work
+            # the same without it, so going back to one stays possible.
+            db.execute("DROP INDEX IF EXISTS ph_event_queue_lease")
 
     # ---- counters and flags ---------------------------------------------------------------
 
@@ -358,21 +362,6 @@ class Store:
         with self._write() as db:
             return self._complete(db, ids)
 
-    def complete_and_claim(
-        self,
-        ids: Sequence[int],
-        limit: int,
-        *,
-        max_bytes: int,
-        exclude_keys: Collection[str] = (),
-        now: float | None = None,
-    ) -> tuple[int, Claim | None]:
-        """`complete(ids)` then `claim(...)` in one transaction: one commit per request
-        while a backlog drains, instead of two."""
-        with self._write() as db:
-            completed = self._complete(db, ids)
-            return completed, self._claim(db, limit, max_bytes, exclude_keys, now)
-
     def _claim(
         self,
         db: sqlite3.Connection,
@@ -385,33 +374,33 @@ class Store:
         excluded = list(exclude_keys)
         key_filter = f"AND api_key NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
         first = db.execute(
-            f"SELECT api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
+            f"SELECT id, api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
             "ORDER BY id LIMIT 1",
             excluded,
         ).fetchone()
         if first is None:
             return None
-        api_key = str(first[0])
+        first_id, api_key = int(first[0]), str(first[1])
         candidates = db.execute(
-            "SELECT id, length(CAST(body AS BLOB)) FROM ph_event_queue "
-            "WHERE lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
-            (api_key, limit),
+            "SELECT id, body, retry_count FROM ph_event_queue "
+            "WHERE id >= ? AND lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
+            (first_id, api_key, limit),
         ).fetchall()
-        chosen: list[int] = []
+        chosen: list[QueuedEvent] = []
         total = 0
-        for row_id, size in candidates:
+        for row_id, body, retry_count in candidates:
+            size = len(body) if body.isascii() else len(body.encode("utf-8"))
             if chosen and total + size > max_bytes:
                 break
-            chosen.append(row_id)
+            chosen.append(QueuedEvent(row_id, body, retry_count))
             total += size
-        placeholders = ",".join("?" * len(chosen))
-        rows = db.execute(
+        ids = [event.id for event in chosen]
+        db.execute(
             f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
-            f"WHERE id IN ({placeholders}) RETURNING id, body, retry_count",
-            [self._owner_token, leased_at, *chosen],
-        ).fetchall()
-        rows.sort()  # RETURNING gives no order; the request keeps queue order
-        return Claim(api_key, tuple([QueuedEvent(*row) for row in rows]))
+            f"WHERE id IN ({','.join('?' * len(ids))})",
+            [self._owner_token, leased_at, *ids],
+        )
+        return Claim(api_key, tuple(chosen))
 
     def _complete(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
         deleted = self._delete_mine(db, ids)

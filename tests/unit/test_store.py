@@ -118,6 +118,29 @@ def test_wal_mode_and_schema_version(db_path: Path, store: Store) -> None:
     assert store.quick_check() == "ok"
 
 
+def test_an_earlier_builds_lease_index_is_dropped_and_its_rows_kept(db_path: Path) -> None:
+    """A database made with the lease index of earlier builds opens without it, at the same
+    schema version (so an earlier build can still open it), with its queued and leased rows."""
+    first = Store(db_path, owner=dead_owner())
+    first.enqueue("k", bodies(1, 2, 3), max_queue=10)
+    assert first.claim(1, max_bytes=BIG) is not None
+    first.close()
+    with sqlite3.connect(db_path) as old:
+        old.execute("CREATE INDEX ph_event_queue_lease ON ph_event_queue (lease_owner, id)")
+    reopened = Store(db_path)
+    try:
+        indexes = reopened._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ph_event_queue'"
+        ).fetchall()
+        assert indexes == []
+        assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert reopened.recover_leases() == 1
+        claim = reopened.claim(10, max_bytes=BIG)
+        assert claim is not None and [e.body for e in claim.events] == bodies(1, 2, 3)
+    finally:
+        reopened.close()
+
+
 def test_newer_schema_is_refused(db_path: Path) -> None:
     """A database from a newer sidecar is not touched: StorageUnavailable."""
     Store(db_path).close()
@@ -207,28 +230,6 @@ def test_complete_and_drop_ignore_unleased_rows(store: Store) -> None:
     assert store.status().delivered == 0
     assert store.complete([]) == 0
     assert store.release([], count_retry=True, max_retries=0) == 0
-
-
-def test_complete_and_claim_settles_one_request_and_leases_the_next(store: Store) -> None:
-    """complete_and_claim counts the delivered rows and leases the next batch, oldest first,
-    with the same rules as claim (one key, the limit, excluded keys); nothing left is None."""
-    store.enqueue("a", bodies(1, 2), max_queue=100)
-    store.enqueue("b", bodies(3), max_queue=100)
-    store.enqueue("a", bodies(4, 5), max_queue=100)
-    store.set_last_error("HTTP 503 from capture")
-    first = store.claim(2, max_bytes=BIG)
-    assert first is not None and [e.body for e in first.events] == bodies(1, 2)
-    done, second = store.complete_and_claim(first.ids, 2, max_bytes=BIG, exclude_keys=["b"])
-    assert done == 2
-    assert second is not None
-    assert (second.api_key, [e.body for e in second.events]) == ("a", bodies(4, 5))
-    status = store.status()
-    assert (status.delivered, status.queued, status.last_error) == (2, 3, None)
-    done, third = store.complete_and_claim(second.ids, 2, max_bytes=BIG)
-    assert done == 2 and third is not None and [e.body for e in third.events] == bodies(3)
-    assert store.complete_and_claim(third.ids, 2, max_bytes=BIG) == (1, None)
-    assert store.complete_and_claim([], 2, max_bytes=BIG) == (0, None)
-    assert accounted(store) == store.inserted_total() == 5
 
 
 def test_complete_clears_last_error(store: Store) -> None:
