@@ -22,13 +22,13 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip member, not a bare zlib stream
 
 
 class BodyDraft:
-    """A request body compressed up to its last field, finished at each attempt.
+    """A request body compressed up to its last field, finished at the attempt.
 
     The document is `{"api_key", "batch", "sent_at"}` with `sent_at` last, so everything but
     the attempt's own time can be compressed ahead of it (in the store's thread, while the
-    previous request is on the wire). The deflate stream is flushed to a byte boundary after the
-    batch; `finish` continues a copy of it with the time, so a draft can be finished any number
-    of times and each body is a complete gzip member.
+    previous request is on the wire); `finish` deflates only the time and writes the trailer.
+    A draft is finished once: a second attempt at the same events builds a new draft.
+    (Copying the deflate stream to finish it twice costs more than compressing afresh.)
     """
 
     __slots__ = ("_head", "_stream")
@@ -39,15 +39,21 @@ class BodyDraft:
             json.dumps(api_key),
             ",".join(bodies),
         )
-        self._stream = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        self._stream: zlib._Compress | None = zlib.compressobj(
+            GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS
+        )
+        # The sync flush makes deflate do all its work on the batch now: without it, most of
+        # the input waits in the stream and `finish` compresses it.
         self._head = self._stream.compress(text.encode("utf-8")) + self._stream.flush(
             zlib.Z_SYNC_FLUSH
         )
 
     def finish(self, sent_at: datetime) -> bytes:
-        """The whole gzip body with `sent_at` (milliseconds, UTC, `Z`)."""
+        """The whole gzip body with `sent_at` (milliseconds, UTC, `Z`); only once."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            raise RuntimeError("this body was finished already")
         stamp = sent_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        stream = self._stream.copy()
         return self._head + stream.compress(f'{stamp}"}}'.encode("ascii")) + stream.flush()
 
 

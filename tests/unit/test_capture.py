@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 import random
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from sidecar.capture import (
     Backoff,
+    BodyDraft,
     Outcome,
     Verdict,
-    BodyDraft,
     batch_body,
     classify_status,
     parse_retry_after,
@@ -51,23 +51,21 @@ def test_batch_body_splices_stored_bodies_byte_for_byte() -> None:
     assert text.endswith(b'"}')
 
 
-def test_a_draft_finishes_into_complete_bodies_with_each_attempts_time() -> None:
-    """One draft, finished twice: two whole gzip members (nothing after the trailer), the same
-    events, each with its own sent_at; the draft is not used up by finishing."""
+def test_a_draft_finishes_once_into_a_whole_gzip_member() -> None:
+    """A draft compressed before the attempt's time is known finishes into one whole gzip
+    member (nothing after its trailer) holding the events and that time; it cannot be
+    finished twice, and two drafts of the same events give the same bytes."""
+    sent_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     draft = BodyDraft("phc_key", BODIES)
-    first_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    second_at = first_at + timedelta(seconds=90)
-    documents = []
-    for sent_at in (first_at, second_at, first_at):
-        body = draft.finish(sent_at)
-        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        text = member.decompress(body)
-        assert member.eof and member.unused_data == b""
-        documents.append(json.loads(text))
-    assert [d["sent_at"] for d in documents] == [
-        "2026-01-02T03:04:05.000Z", "2026-01-02T03:05:35.000Z", "2026-01-02T03:04:05.000Z"]
-    assert documents[0]["batch"] == documents[1]["batch"] == [json.loads(b) for b in BODIES]
-    assert draft.finish(first_at) == draft.finish(first_at)  # deterministic: no mtime, no state
+    body = draft.finish(sent_at)
+    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    document = json.loads(member.decompress(body))
+    assert member.eof and member.unused_data == b""
+    assert document == {"api_key": "phc_key", "batch": [json.loads(b) for b in BODIES],
+                        "sent_at": "2026-01-02T03:04:05.000Z"}
+    with pytest.raises(RuntimeError):
+        draft.finish(sent_at)
+    assert BodyDraft("phc_key", BODIES).finish(sent_at) == body  # no mtime, no hidden state
 
 
 def test_batch_body_converts_sent_at_to_utc() -> None:
