@@ -33,10 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _make_client(timeout: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+def _make_transport(
+    url: str, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncBaseTransport:
+    if transport is not None:
+        return transport
     from sidecar import httpclient  # noqa: PLC0415 - httpx loads on the first send, not at start
 
-    return httpclient.make_client(timeout, transport)
+    return httpclient.make_transport(url)
+
 
 # Responses waiting for the writer; the reader stops reading while this is full.
 OUTBOUND_BUFFER = 256
@@ -66,7 +71,7 @@ async def run(
     if config.api_key:
         remember_secret(config.api_key)
     stopping = trio.Event()
-    sender = Sender(config, store, lambda: _make_client(config.request_timeout_s, transport))
+    sender = Sender(config, store, lambda: _make_transport(config.host, transport))
     try:
         services = Services(config, store, sender, stopping, remember_secret)
         dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)

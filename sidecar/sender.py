@@ -14,20 +14,22 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import trio
 
-from sidecar import capture
 from sidecar.astore import AsyncStore
-from sidecar.capture import Backoff, Outcome, Verdict
+from sidecar.capture import Backoff, BodyDraft, Outcome, Verdict
 from sidecar.config import Config, mask_key
-from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable
+from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable, Store
 from sidecar.waits import cancel_when_set
 
 if TYPE_CHECKING:
     import httpx
+
+    from sidecar.httpclient import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,22 @@ class WaitReason(enum.Enum):
     STORAGE = "storage"  # the queue could not be read
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Leased events ready to send: the claim, its body compressed up to `sent_at`, and the
+    claim's number (which tells whether a flush came while it was on the wire)."""
+
+    claim: Claim
+    draft: BodyDraft
+    number: int
+
+    @classmethod
+    def prepare(cls, claim: Claim, number: int) -> Batch:
+        """Compress the claim's events (runs in the store's thread)."""
+        bodies = [event.body for event in claim.events]
+        return cls(claim, BodyDraft(claim.api_key, bodies), number)
+
+
 class Sender:
     """Delivers the queue. `run` is the task; `wake` and `flush` are called by the methods."""
 
@@ -54,15 +72,15 @@ class Sender:
         self,
         config: Config,
         store: AsyncStore,
-        make_client: Callable[[], httpx.AsyncClient],
+        make_transport: Callable[[], httpx.AsyncBaseTransport],
         *,
         rng: random.Random | None = None,
     ) -> None:
         """Set up an idle sender; nothing runs until `run` is started in a nursery."""
         self._config = config
         self._store = store
-        self._make_client = make_client
-        self._client: httpx.AsyncClient | None = None
+        self._make_transport = make_transport
+        self._endpoint: Endpoint | None = None
         self._url = f"{config.host}/batch/"
         self._backoff = Backoff(config.backoff_base_s, config.backoff_max_s,
                                 config.retry_after_max_s)
@@ -156,16 +174,14 @@ class Sender:
             if self._stopping:
                 await trio.sleep_forever()
             self._wake = trio.Event()
-            self._claims += 1
-            claim_number = self._claims
             try:
-                claim = await self._claim()
+                batch = await self._claim()
             except StorageUnavailable as exc:
                 log.warning("cannot read the queue: %s", exc)
                 self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
                 continue
-            if claim is None:
-                self._idle_after_claim = claim_number
+            if batch is None:
+                self._idle_after_claim = self._claims
                 self._notify()
                 await self._plan_lease_check()
                 await self._compact()
@@ -173,12 +189,11 @@ class Sender:
                 continue
             self._sending = True
             try:
-                await self._deliver(claim)
+                await self._deliver(batch)
             except StorageUnavailable as exc:
                 # Disk full or read-only mid-delivery: the rows stay on disk, leased to us, and
                 # are sent again (at least once) after they are handed back.
                 log.warning("cannot record the outcome of a delivery: %s", exc)
-                self._unsettled.extend(claim.ids)
                 self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
             finally:
                 self._sending = False
@@ -202,10 +217,14 @@ class Sender:
         except StorageUnavailable as exc:
             log.debug("no compaction: %s", exc)
 
-    async def _claim(self) -> Claim | None:
+    async def _claim(self) -> Batch | None:
+        """Lease the next batch (of a key not held) with its body compressed, or None."""
         if self._unsettled:
             await self._release(self._unsettled, count_retry=False)
             self._unsettled = []
+        return await self._lease_next()
+
+    async def _lease_next(self) -> Batch | None:
         now = trio.current_time()
         if now >= self._lease_check_at:
             self._lease_check_at = math.inf
@@ -215,12 +234,29 @@ class Sender:
         for key in [k for k, until in self._held_until.items() if until <= now]:
             del self._held_until[key]
         held = list(self._held_until)
-        config = self._config
-        return await self._store.run(
-            lambda store: store.claim(
-                config.batch_size, max_bytes=config.max_batch_bytes, exclude_keys=held
-            )
-        )
+        size, max_bytes = self._config.batch_size, self._config.max_batch_bytes
+        self._claims += 1
+        number = self._claims
+
+        def lease(store: Store) -> Batch | None:
+            # Runs in the store's thread: the body is compressed there too, off the event loop.
+            claim = store.claim(size, max_bytes=max_bytes, exclude_keys=held)
+            return Batch.prepare(claim, number) if claim else None
+
+        return await self._store.run(lease)
+
+    async def _settle(self, batch: Batch) -> None:
+        """The server took the batch: delete it and count it."""
+        ids = batch.claim.ids
+        try:
+            done = await self._store.run(lambda store: store.complete(ids))
+        except StorageUnavailable:
+            # Hand the rows back once the disk takes writes again; they go out a second
+            # time, which at-least-once allows.
+            self._unsettled.extend(ids)
+            raise
+        self.delivered += done
+        log.debug("delivered %d events", done)
 
     async def _wait_for_turn(self) -> None:
         if self.next_attempt_at is None:
@@ -247,51 +283,118 @@ class Sender:
         self.next_attempt_at = trio.current_time() + delay
         self._notify()
 
-    async def _deliver(self, claim: Claim) -> None:
-        """Send one claim, splitting it as the server asks; every lease ends released."""
-        pending: deque[tuple[QueuedEvent, ...]] = deque([claim.events])
-        in_hand: tuple[QueuedEvent, ...] = ()
+    async def _deliver(self, batch: Batch) -> None:
+        """Send batches back to back while the server takes them, leasing and compressing the
+        next batch while one is on the wire. Any answer but a 2xx ends the streak, with the
+        delivery rules applied to the batch in hand. Every lease ends released or settled.
+
+        A batch is deleted before the next one is sent, so a crash resends at most one batch.
+        """
+        in_hand: Batch | None = batch
+        ahead: list[Batch] = []  # leased while `in_hand` is on the wire
         try:
-            while pending and not self._stopping:
-                in_hand = pending.popleft()
-                verdict = await self._attempt(claim.api_key, in_hand)
-                carry_on = await self._apply(claim.api_key, in_hand, verdict, pending)
+            while in_hand is not None and not self._stopping:
+                verdict = await self._send_leasing_ahead(in_hand, ahead)
+                if verdict.outcome is not Outcome.DELIVERED:
+                    spare, ahead = ahead, []
+                    await self._hand_back([i for b in spare for i in b.claim.ids])
+                    resolving, in_hand = in_hand, None
+                    await self._resolve(resolving, verdict)
+                    return
+                self._failures = 0
+                delivered, in_hand = in_hand, None
+                await self._settle(delivered)
+                in_hand = ahead.pop() if ahead else None
+        finally:
+            # Cancelled mid-request, or stopping: hand back what was not sent.
+            unsent = [b for b in (in_hand, *ahead) if b is not None]
+            await self._hand_back([i for b in unsent for i in b.claim.ids])
+
+    async def _send_leasing_ahead(self, in_hand: Batch, ahead: list[Batch]) -> Verdict:
+        """Attempt `in_hand`; meanwhile lease the next batch into `ahead` (unless stopping)."""
+
+        async def lease_ahead() -> None:
+            # Shielded: whatever it leases must land in `ahead`, to be sent or handed back.
+            with trio.CancelScope(shield=True):
+                try:
+                    batch = await self._lease_next()
+                except StorageUnavailable as exc:
+                    log.debug("could not lease ahead: %s", exc)  # the next claim says more
+                    return
+            if batch is not None:
+                ahead.append(batch)
+
+        async with trio.open_nursery() as nursery:
+            if not self._stopping:
+                nursery.start_soon(lease_ahead)
+            claim = in_hand.claim
+            return await self._attempt(claim.api_key, claim.events, in_hand.draft)
+
+    async def _resolve(self, batch: Batch, verdict: Verdict) -> None:
+        """Apply the rules to a batch the server did not take whole, splitting it as asked."""
+        api_key = batch.claim.api_key
+        pending: deque[tuple[QueuedEvent, ...]] = deque()
+        in_hand: tuple[QueuedEvent, ...] = batch.claim.events
+        try:
+            try:
+                carry_on = await self._apply(batch, in_hand, verdict, pending)
                 in_hand = ()
-                if not carry_on:
-                    break
+                while carry_on and pending and not self._stopping:
+                    in_hand = pending.popleft()
+                    verdict = await self._attempt(api_key, in_hand)
+                    carry_on = await self._apply(batch, in_hand, verdict, pending)
+                    in_hand = ()
+            except StorageUnavailable:
+                self._unsettled.extend(batch.claim.ids)
+                raise
         finally:
             # Cancelled mid-request, or stopped after a failure: hand the rest back. Releasing
             # rows already handled touches nothing (the lease is no longer ours).
-            leftover = [event.id for batch in (in_hand, *pending) for event in batch]
-            if leftover:
-                with trio.move_on_after(RELEASE_GRACE_S, shield=True):
-                    await self._release(leftover, count_retry=False)
+            await self._hand_back([event.id for part in (in_hand, *pending) for event in part])
 
-    async def _attempt(self, api_key: str, events: Sequence[QueuedEvent]) -> Verdict:
-        body = capture.batch_body(api_key, [e.body for e in events], datetime.now(UTC))
-        if self._client is None:
+    async def _hand_back(self, ids: list[int]) -> None:
+        """Release leases that will not be sent now, uncounted, even while being cancelled.
+        Rows the disk will not release now are released before the next claim."""
+        if not ids:
+            return
+        with trio.move_on_after(RELEASE_GRACE_S, shield=True):
+            try:
+                await self._release(ids, count_retry=False)
+                return
+            except StorageUnavailable:
+                pass
+        self._unsettled.extend(ids)
+
+    async def _attempt(
+        self, api_key: str, events: Sequence[QueuedEvent], draft: BodyDraft | None = None
+    ) -> Verdict:
+        if draft is None:  # a part of a split batch: compressed here, it is rare
+            draft = BodyDraft(api_key, [e.body for e in events])
+        body = draft.finish(datetime.now(UTC))
+        if self._endpoint is None:
             # httpx and the TLS context are built on first use, so they add nothing to the
             # start-up of a sidecar with nothing to send.
-            self._client = self._make_client()
-        from sidecar import httpclient  # noqa: PLC0415 - loaded with the client, see above
+            from sidecar.httpclient import Endpoint  # noqa: PLC0415 - see above
 
-        timeout = self._config.request_timeout_s
-        return await httpclient.post_batch(self._client, self._url, body, timeout)
+            self._endpoint = Endpoint(self._url, self._make_transport())
+        return await self._endpoint.post(body, self._config.request_timeout_s)
 
     async def aclose(self) -> None:
-        """Close the HTTP client, if one was made."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        """Close the HTTP transport (and its connections), if one was made."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            await endpoint.aclose()
 
     async def _apply(
         self,
-        api_key: str,
+        batch: Batch,
         events: tuple[QueuedEvent, ...],
         verdict: Verdict,
         pending: deque[tuple[QueuedEvent, ...]],
     ) -> bool:
-        """Act on one answer; returns False when the rest of the claim must wait."""
+        """Act on one answer about `events` (the batch or a part of it); returns False when
+        the rest of the batch must wait."""
+        api_key = batch.claim.api_key
         ids = [event.id for event in events]
         outcome = verdict.outcome
         if outcome is Outcome.DELIVERED:
@@ -327,7 +430,7 @@ class Sender:
         dropped = await self._release(ids, count_retry=counted)
         if dropped:
             log.warning("dropped %d events after %d retries", dropped, self._config.max_retries)
-        if not counted and self._claims <= self._cut_short_through:
+        if not counted and batch.number <= self._cut_short_through:
             delay = 0.0  # a flush came during this attempt: it gets one of its own now
         self._schedule(WaitReason.BACKOFF if counted else WaitReason.OFFLINE, delay)
         log.info("%s; next attempt in %.2f s", verdict.reason, delay)

@@ -127,8 +127,9 @@ class Seen:
 
     @property
     def batch_text(self) -> str:
-        """The raw JSON text of the `batch` array, exactly as sent."""
-        return self.text[self.text.index('"batch":') :]
+        """The raw JSON text of the `batch` array, exactly as sent (`sent_at` comes after it)."""
+        start = self.text.index('"batch":')
+        return self.text[start : self.text.rindex(',"sent_at":')]
 
 
 Reply = int | tuple[int, dict[str, str]] | Exception
@@ -284,8 +285,8 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
     transport = httpx.MockTransport(capture.handle)
     try:
         with trio.fail_after(GUARD_S):
-            async with httpx.AsyncClient(transport=transport) as client, trio.open_nursery() as n:
-                sender = Sender(config, store, lambda: client, rng=random.Random(SEED))
+            async with transport, trio.open_nursery() as n:
+                sender = Sender(config, store, lambda: transport, rng=random.Random(SEED))
                 yield Rig(config, store, sender, capture, n)
                 n.cancel_scope.cancel()
     finally:
@@ -635,6 +636,62 @@ async def test_each_request_carries_one_key_and_at_most_batch_size_events(
     assert sent_b == labels("B", 7)
     assert len(capture.requests) == 6
     assert (final.delivered, final.queued) == (14, 0)
+
+
+async def test_a_backlog_goes_out_back_to_back_until_an_answer_is_not_2xx(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A backlog's batches follow each other with no wait, each deleted once answered. A 503
+    ends the streak: what was answered stays delivered, nothing is left leased during the
+    backoff (the failed batch counts one retry), and the rest goes out after it."""
+    capture = FakeCapture(200, 200, 503)
+    async with rig_for(tmp_path, capture, batch_size=2) as rig:
+        await rig.enqueue(KEY_A, labels("A", 7))
+        await rig.start()
+        await capture.wait_for(3)
+        await settle()
+        during_backoff = [(retries, owner) for _, _, retries, owner in rig.rows()]
+        middle = await rig.status()
+        await capture.wait_for(5)
+        await settle()
+        final = await rig.status()
+
+    assert [seen.labels for seen in capture.requests] == [
+        ["A0", "A1"], ["A2", "A3"], ["A4", "A5"], ["A4", "A5"], ["A6"]]
+    times = capture.times()
+    assert times[0] == times[1] == times[2]
+    assert 0.5 - EPS <= times[3] - times[2] <= 1.0 + EPS
+    assert times[4] == times[3]
+    assert during_backoff == [(1, None), (1, None), (0, None)]
+    assert (middle.delivered, middle.queued) == (4, 3)
+    assert (final.delivered, final.queued) == (7, 0)
+
+
+async def test_the_next_batch_is_leased_while_one_is_on_the_wire_and_handed_back_on_stop(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While a request is in flight the next batch is already leased (and only the one after
+    it waits); the answered batch is deleted before then. Stopping hands both back unchanged."""
+    in_flight = trio.Event()
+
+    async def hang(seen: Seen) -> Reply:
+        in_flight.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    capture = FakeCapture(200, hang)
+    async with rig_for(tmp_path, capture, batch_size=2) as rig:
+        await rig.enqueue(KEY_A, labels("A", 7))
+        await rig.start()
+        await in_flight.wait()
+        await settle()
+        mid_flight = [owner is not None for *_, owner in rig.rows()]
+        await rig.stop()
+        after_stop = [(retries, owner) for _, _, retries, owner in rig.rows()]
+
+    assert [seen.labels for seen in capture.requests] == [["A0", "A1"], ["A2", "A3"]]
+    assert mid_flight == [True, True, True, True, False]  # A2-A3 sent, A4-A5 ahead, A6 free
+    assert after_stop == [(0, None)] * 5
 
 
 async def test_wake_sends_at_once_and_nothing_polls_without_it(

@@ -1,0 +1,109 @@
+"""Unit tests for sidecar.httpclient: which proxy a capture host goes through, and one attempt
+through a transport (httpx.MockTransport) with the headers and timeouts it must carry."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sidecar import __version__
+from sidecar.capture import Outcome
+from sidecar.httpclient import Endpoint, proxy_for
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test from an environment that names no proxy."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({}, "https://eu.i.posthog.com", None),
+        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, "https://eu.i.posthog.com",
+         "http://proxy.corp:3128"),
+        ({"https_proxy": "proxy.corp:3128"}, "https://eu.i.posthog.com", "http://proxy.corp:3128"),
+        ({"HTTP_PROXY": "http://proxy.corp:3128"}, "https://eu.i.posthog.com", None),
+        ({"ALL_PROXY": "http://all.corp:8080"}, "https://eu.i.posthog.com", "http://all.corp:8080"),
+        ({"HTTPS_PROXY": "http://p:1", "ALL_PROXY": "http://all:2"}, "https://us.i.posthog.com",
+         "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "posthog.com"}, "https://eu.i.posthog.com",
+         None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".posthog.com"}, "https://eu.i.posthog.com",
+         None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com, *"}, "https://eu.i.posthog.com",
+         None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "hog.com"}, "https://eu.i.posthog.com",
+         "http://p:1"),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8000", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:8000"}, "http://127.0.0.1:8000",
+         None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:9999"}, "http://127.0.0.1:8000",
+         "http://p:1"),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "localhost"}, "http://127.0.0.1:8000",
+         "http://p:1"),
+    ],
+)
+def test_proxy_for_follows_the_environment_and_no_proxy(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    """The proxy is the one named for the URL's scheme (else ALL_PROXY), with http:// assumed;
+    NO_PROXY entries that match the host (a domain and its subdomains, an address, an
+    address:port, or *) mean a direct connection."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
+
+
+def _answering(status: int, seen: list[httpx.Request], **headers: str) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(status, headers=headers, json={"status": 1})
+
+    return httpx.MockTransport(handle)
+
+
+async def test_post_sends_the_body_with_its_headers_and_timeouts() -> None:
+    """One POST to the /batch/ URL carrying the gzip body as is, the JSON and gzip headers,
+    our User-Agent, and the attempt's timeout for every phase; a 200 is a delivery."""
+    seen: list[httpx.Request] = []
+    endpoint = Endpoint("https://capture.test/batch/", _answering(200, seen))
+    verdict = await endpoint.post(b"\x1f\x8bbody", timeout=7.5)
+    await endpoint.aclose()
+
+    assert verdict.outcome is Outcome.DELIVERED
+    [request] = seen
+    assert (request.method, str(request.url)) == ("POST", "https://capture.test/batch/")
+    assert request.content == b"\x1f\x8bbody"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Encoding"] == "gzip"
+    assert request.headers["Content-Length"] == "6"
+    assert request.headers["User-Agent"] == f"telemetry-sidecar/{__version__}"
+    assert request.extensions["timeout"] == dict.fromkeys(("connect", "read", "write", "pool"), 7.5)
+
+
+async def test_post_classifies_statuses_and_transport_failures() -> None:
+    """The status and Retry-After reach the classifier; a refused connection is offline and a
+    read timeout a counted retry."""
+    seen: list[httpx.Request] = []
+    busy = Endpoint("https://capture.test/batch/", _answering(503, seen, **{"Retry-After": "9"}))
+    verdict = await busy.post(b"x", timeout=1.0)
+    assert (verdict.outcome, verdict.retry_after_s) == (Outcome.RETRY, 9.0)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    offline = await Endpoint("https://c.test/batch/", httpx.MockTransport(refuse)).post(b"x", 1.0)
+    assert offline.outcome is Outcome.OFFLINE
+    assert offline.reason == "cannot connect to capture: ConnectError"
+    slow = await Endpoint("https://c.test/batch/", httpx.MockTransport(stall)).post(b"x", 1.0)
+    assert (slow.outcome, slow.reason) == (Outcome.RETRY, "capture timed out: ReadTimeout")
