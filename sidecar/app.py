@@ -19,7 +19,7 @@ from sidecar import __version__
 from sidecar.astore import AsyncStore
 from sidecar.config import Config
 from sidecar.framing import Frame, LineDecoder
-from sidecar.methods import METHODS, SLOW_METHODS, Services
+from sidecar.methods import EARLIER_LINES_DONE, METHODS, SLOW_METHODS, Services
 from sidecar.parent import watch_parent
 from sidecar.rpc import Dispatcher, Parsed, parse_line
 from sidecar.sender import Sender
@@ -50,6 +50,8 @@ WRITE_COALESCE_BYTES = 1024 * 1024
 # Concurrent slow calls (ph_flush) a client may have open before reading pauses. Each is a
 # task parked on the sender's state, so the bound is about a runaway client, not cost.
 MAX_SLOW_CALLS = 256
+# `ph_send_batch` lines in progress at once (see `serve_lines`); the reader waits beyond.
+MAX_OVERLAPPING_LINES = 8
 # Shutdown budget (the contract allows 2 s): calls in flight, then the last responses and
 # the request on the wire, then handing back leases.
 IN_FLIGHT_GRACE_S = 0.5
@@ -104,39 +106,24 @@ async def serve_lines(
     send_out: trio.MemorySendChannel[bytes],
     stopping: trio.Event,
 ) -> None:
-    """Read request lines until EOF or a stop, answer each, then close the outbound channel."""
+    """Read request lines until EOF or a stop, answer each, then close the outbound channel.
+
+    Lines are answered in the order they came, one after the other, with two exceptions. A
+    slow call (`ph_flush`) runs beside the lines after it. And consecutive `ph_send_batch`
+    lines overlap: each validates its events while the one before it is being written to
+    the queue, then waits its turn (`EARLIER_LINES_DONE`) to write and to answer. The queue
+    and the answers keep the order of the lines, while JSON work and SQLite work run at once.
+    """
     decoder = LineDecoder()
-    slow_calls = trio.Semaphore(MAX_SLOW_CALLS)
-
-    async def handle(frame: Frame, nursery: trio.Nursery) -> None:
-        parsed = parse_line(frame)
-        if not isinstance(parsed, Parsed):
-            await send_out.send(parsed)
-        elif dispatcher.is_slow(parsed):
-            await slow_calls.acquire()
-            nursery.start_soon(answer_later, parsed, send_out.clone())
-        else:
-            response = await dispatcher.respond(parsed)
-            if response is not None:
-                await send_out.send(response)
-
-    async def answer_later(parsed: Parsed, out: trio.MemorySendChannel[bytes]) -> None:
-        async with out:
-            try:
-                response = await dispatcher.respond(parsed)
-                if response is not None:
-                    await out.send(response)
-            finally:
-                slow_calls.release()
-
     async with send_out, trio.open_nursery() as calls:
+        lines = _LineHandler(dispatcher, send_out, calls)
         with trio.CancelScope() as reading:
             calls.start_soon(cancel_when_set, stopping, reading)
             while not stopping.is_set():
                 chunk = await stdin.receive_some(READ_CHUNK)
                 frames = decoder.feed(chunk) if chunk else decoder.finish()
                 for frame in frames:
-                    await handle(frame, calls)
+                    await lines.handle(frame)
                     if stopping.is_set():
                         break
                 if not chunk:
@@ -144,6 +131,66 @@ async def serve_lines(
                     break
         stopping.set()
         calls.cancel_scope.deadline = trio.current_time() + IN_FLIGHT_GRACE_S
+
+
+class _LineHandler:
+    """Answers lines in order (see `serve_lines`); calls run in `calls`, a nursery."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, send_out: trio.MemorySendChannel[bytes], calls: trio.Nursery
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._send_out = send_out
+        self._calls = calls
+        self._slow_calls = trio.Semaphore(MAX_SLOW_CALLS)
+        self._overlapping = trio.Semaphore(MAX_OVERLAPPING_LINES)
+        self._earlier_done = trio.Event()
+        self._earlier_done.set()  # no line before the first
+
+    async def handle(self, frame: Frame) -> None:
+        """Answer one line, or start answering it; returns when the next line may be read."""
+        parsed = parse_line(frame)
+        if isinstance(parsed, Parsed) and _overlaps(parsed):
+            await self._overlapping.acquire()
+            done = trio.Event()
+            self._calls.start_soon(self._answer_in_turn, parsed, self._earlier_done, done)
+            self._earlier_done = done
+            return
+        await self._earlier_done.wait()
+        if not isinstance(parsed, Parsed):
+            await self._send_out.send(parsed)
+        elif self._dispatcher.is_slow(parsed):
+            await self._slow_calls.acquire()
+            self._calls.start_soon(self._answer_later, parsed, self._send_out.clone())
+        else:
+            response = await self._dispatcher.respond(parsed)
+            if response is not None:
+                await self._send_out.send(response)
+
+    async def _answer_in_turn(self, parsed: Parsed, earlier: trio.Event, done: trio.Event) -> None:
+        try:
+            EARLIER_LINES_DONE.set(earlier)  # in this task's own context
+            response = await self._dispatcher.respond(parsed)
+            await earlier.wait()
+            if response is not None:
+                await self._send_out.send(response)
+        finally:
+            done.set()
+            self._overlapping.release()
+
+    async def _answer_later(self, parsed: Parsed, out: trio.MemorySendChannel[bytes]) -> None:
+        async with out:
+            try:
+                response = await self._dispatcher.respond(parsed)
+                if response is not None:
+                    await out.send(response)
+            finally:
+                self._slow_calls.release()
+
+
+def _overlaps(parsed: Parsed) -> bool:
+    """A lone `ph_send_batch` request (not in a JSON-RPC batch): it may overlap its neighbours."""
+    return isinstance(parsed.body, dict) and parsed.body.get("method") == "ph_send_batch"
 
 
 async def write_lines(

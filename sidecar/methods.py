@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,10 @@ DEFAULT_FLUSH_TIMEOUT_S = 10.0
 MAX_FLUSH_TIMEOUT_S = 3600.0
 # Methods that may wait; a line calling one runs beside later lines instead of before them.
 SLOW_METHODS = frozenset({"ph_flush"})
+# Set by the stdio server on a line that overlaps the lines before it: their completion.
+EARLIER_LINES_DONE: contextvars.ContextVar[trio.Event | None] = contextvars.ContextVar(
+    "EARLIER_LINES_DONE", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,14 @@ class Services:
 
 
 async def _stored(ctx: Services, operation: Callable[[Store], T]) -> T:
-    """Run a store operation; a disk or file that will not take it answers -32001."""
+    """Run a store operation; a disk or file that will not take it answers -32001.
+
+    On a line that overlaps the ones before it, the operation waits until they are done, so
+    the queue sees lines in the order they came.
+    """
+    earlier = EARLIER_LINES_DONE.get()
+    if earlier is not None:
+        await earlier.wait()
     try:
         return await ctx.store.run(operation)
     except StorageUnavailable as exc:

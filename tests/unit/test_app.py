@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
-from sidecar import app
+from sidecar import app, rpc
 from sidecar.config import Config
 
 KEY = "phc_test_key_1"
@@ -176,3 +178,75 @@ async def test_writer_sends_lines_queued_before_the_channel_closed() -> None:
             written += chunk
     assert written == b'{"id":0}\n{"id":1}\n{"id":2}\n'
     assert done.is_set()
+
+
+async def test_overlapping_send_batch_lines_keep_the_queue_and_answers_in_line_order(
+    tmp_path: Path,
+) -> None:
+    """ph_send_batch lines overlap each other, but the queue holds their events in line order
+    and the answers leave in line order, bad lines and their errors included; a status line
+    after them counts every event before it."""
+    wire = Wire()
+    lines: list[bytes] = []
+    expected_ids: list[int | None] = []
+    for i in range(120):
+        if i % 10 == 3:
+            lines.append(b'{"jsonrpc": "2.0", "method": "ph_send_batch", "id": oops}\n')
+            expected_ids.append(None)
+        elif i % 10 == 7:
+            lines.append(_line("ph_send_batch", i, batch="not a list"))
+            expected_ids.append(i)
+        else:
+            lines.append(_line("ph_send_batch", i, batch=[{"event": f"e{i}", "distinct_id": "u"}]))
+            expected_ids.append(i)
+    lines.append(_line("ph_status", 1000))
+    expected_ids.append(1000)
+    config = _config(tmp_path, max_queue=10_000)
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, config, wire, _offline_transport())
+            await wire.to_app.send_all(b"".join(lines))
+            answers = [await wire.read_message() for _ in expected_ids]
+            await wire.to_app.aclose()
+            await wire.read_rest()
+
+    assert [a["id"] for a in answers] == expected_ids
+    stored = [i for i in range(120) if i % 10 not in (3, 7)]
+    assert answers[-1]["result"]["queued"] == len(stored)
+    with sqlite3.connect(config.db_path) as db:
+        names = [json.loads(body)["event"] for (body,) in
+                 db.execute("SELECT body FROM ph_event_queue ORDER BY id")]
+    assert names == [f"e{i}" for i in stored]
+
+
+async def test_a_line_that_reaches_the_queue_late_still_goes_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overlapping lines write to the queue in line order even when a later line gets to its
+    write first: here each line is held back longer than the one after it."""
+    count = 30
+    respond = rpc.Dispatcher.respond
+
+    async def later_lines_first(self: rpc.Dispatcher, parsed: rpc.Parsed) -> bytes | None:
+        if isinstance(parsed.body, dict) and isinstance(parsed.body.get("id"), int):
+            await trio.sleep((count - parsed.body["id"]) * 0.001)
+        return await respond(self, parsed)
+
+    monkeypatch.setattr(rpc.Dispatcher, "respond", later_lines_first)
+    wire = Wire()
+    config = _config(tmp_path)
+    lines = [_line("ph_send_batch", i, batch=[{"event": f"e{i}", "distinct_id": "u"}])
+             for i in range(count)]
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, config, wire, _offline_transport())
+            await wire.to_app.send_all(b"".join(lines))
+            answers = [await wire.read_message() for _ in range(count)]
+            await wire.to_app.aclose()
+            await wire.read_rest()
+
+    assert [a["id"] for a in answers] == list(range(count))
+    with sqlite3.connect(config.db_path) as db:
+        names = [json.loads(body)["event"] for (body,) in
+                 db.execute("SELECT body FROM ph_event_queue ORDER BY id")]
+    assert names == [f"e{i}" for i in range(count)]
