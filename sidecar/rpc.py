@@ -25,6 +25,7 @@ from jsonrpcserver.methods import Methods
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOID
 
+from sidecar import fastjson
 from sidecar.framing import OversizedLine
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,12 @@ def parse_line(frame: bytes | OversizedLine) -> Parsed | bytes:
             ERROR_PARSE_ERROR, "Parse error", f"invalid UTF-8 at byte {exc.start}"
         )
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        return error_response(ERROR_PARSE_ERROR, "Parse error", str(exc)[:200])
+        body = fastjson.loads(frame)
+    except fastjson.Declined:
+        try:
+            body = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return error_response(ERROR_PARSE_ERROR, "Parse error", str(exc)[:200])
     if isinstance(body, list) and not body:
         return error_response(ERROR_INVALID_REQUEST, "Invalid request", "empty batch")
     if isinstance(body, list) and len(body) > MAX_BATCH_REQUESTS:
