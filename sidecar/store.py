@@ -362,6 +362,21 @@ class Store:
         with self._write() as db:
             return self._complete(db, ids)
 
+    def complete_and_claim(
+        self,
+        ids: Sequence[int],
+        limit: int,
+        *,
+        max_bytes: int,
+        exclude_keys: Collection[str] = (),
+        now: float | None = None,
+    ) -> tuple[int, Claim | None]:
+        """`complete(ids)` then `claim(...)` in one transaction: one commit per request
+        while a backlog drains, instead of two."""
+        with self._write() as db:
+            completed = self._complete(db, ids)
+            return completed, self._claim(db, limit, max_bytes, exclude_keys, now)
+
     def _claim(
         self,
         db: sqlite3.Connection,

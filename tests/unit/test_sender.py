@@ -667,11 +667,12 @@ async def test_a_backlog_goes_out_back_to_back_until_an_answer_is_not_2xx(
     assert (final.delivered, final.queued) == (7, 0)
 
 
-async def test_the_next_batch_is_leased_while_one_is_on_the_wire_and_handed_back_on_stop(
+async def test_only_the_batch_on_the_wire_is_leased_and_stop_hands_it_back(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    """While a request is in flight the next batch is already leased (and only the one after
-    it waits); the answered batch is deleted before then. Stopping hands both back unchanged."""
+    """While a backlog drains, the answered batch is deleted before the next is sent and only
+    the batch in flight is leased (so a crash resends at most one batch); stopping hands it
+    back unchanged."""
     in_flight = trio.Event()
 
     async def hang(seen: Seen) -> Reply:
@@ -690,7 +691,7 @@ async def test_the_next_batch_is_leased_while_one_is_on_the_wire_and_handed_back
         after_stop = [(retries, owner) for _, _, retries, owner in rig.rows()]
 
     assert [seen.labels for seen in capture.requests] == [["A0", "A1"], ["A2", "A3"]]
-    assert mid_flight == [True, True, True, True, False]  # A2-A3 sent, A4-A5 ahead, A6 free
+    assert mid_flight == [True, True, False, False, False]  # A0-A1 deleted, A2-A3 on the wire
     assert after_stop == [(0, None)] * 5
 
 

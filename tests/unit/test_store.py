@@ -232,6 +232,28 @@ def test_complete_and_drop_ignore_unleased_rows(store: Store) -> None:
     assert store.release([], count_retry=True, max_retries=0) == 0
 
 
+def test_complete_and_claim_settles_one_request_and_leases_the_next(store: Store) -> None:
+    """complete_and_claim counts the delivered rows and leases the next batch, oldest first,
+    with the same rules as claim (one key, the limit, excluded keys); nothing left is None."""
+    store.enqueue("a", bodies(1, 2), max_queue=100)
+    store.enqueue("b", bodies(3), max_queue=100)
+    store.enqueue("a", bodies(4, 5), max_queue=100)
+    store.set_last_error("HTTP 503 from capture")
+    first = store.claim(2, max_bytes=BIG)
+    assert first is not None and [e.body for e in first.events] == bodies(1, 2)
+    done, second = store.complete_and_claim(first.ids, 2, max_bytes=BIG, exclude_keys=["b"])
+    assert done == 2
+    assert second is not None
+    assert (second.api_key, [e.body for e in second.events]) == ("a", bodies(4, 5))
+    status = store.status()
+    assert (status.delivered, status.queued, status.last_error) == (2, 3, None)
+    done, third = store.complete_and_claim(second.ids, 2, max_bytes=BIG)
+    assert done == 2 and third is not None and [e.body for e in third.events] == bodies(3)
+    assert store.complete_and_claim(third.ids, 2, max_bytes=BIG) == (1, None)
+    assert store.complete_and_claim([], 2, max_bytes=BIG) == (0, None)
+    assert accounted(store) == store.inserted_total() == 5
+
+
 def test_complete_clears_last_error(store: Store) -> None:
     """A delivery clears the last error; without one, it stays."""
     store.set_last_error("HTTP 503 from capture")
