@@ -14,6 +14,8 @@ so each fast path declines up front what it cannot vouch for:
   counting from wherever the caller already is. `loads` declines a line with more ``[`` and
   ``{`` bytes (a bound on its depth) than half the recursion limit: the standard library parses
   that deep for any caller less than half the limit deep, and the sidecar's are a few dozen.
+- orjson needs more memory than json for a line of many small values, so `loads` declines
+  lines over `MAX_FAST_LINE_BYTES`.
 - orjson writes NaN and Infinity as ``null`` and encodes UUIDs, enums, dataclasses, datetimes,
   subclasses of builtins and ``orjson.Fragment``, all of which the standard library refuses or
   writes its own way. `dumps` declines anything but plain dicts, lists, tuples, strings, ints,
@@ -36,6 +38,11 @@ import orjson
 MAX_FAST_DEPTH = 64
 """Deepest nesting `dumps` takes (events nest a few levels; orjson's own limit is 254)."""
 
+MAX_FAST_LINE_BYTES = 1024 * 1024
+"""Longest line `loads` takes. orjson's working memory is 16 bytes a value, up to 8 times the
+line (a 2 MB ``[0,0,...]`` took 25 MB where json took 10 MB); this keeps its extra under 8 MiB.
+The bracket bound already sends real batches past a few hundred events the standard way."""
+
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _INT_OUTSIDE_64_BITS = b"0" * 19  # a run this long is where such an integer would have to be
 
@@ -49,6 +56,8 @@ def loads(frame: bytes) -> Any:
 
     Invalid UTF-8 and the NaN and Infinity literals, which orjson does not parse, are declined.
     """
+    if len(frame) > MAX_FAST_LINE_BYTES:
+        raise Declined
     # One-byte replace() finds the byte with memchr; count() compares byte by byte, 5x slower.
     brackets = 2 * len(frame) - len(frame.replace(b"[", b"")) - len(frame.replace(b"{", b""))
     if brackets > sys.getrecursionlimit() // 2:

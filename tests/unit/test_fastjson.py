@@ -246,7 +246,8 @@ def test_parse_line_deep_nesting_matches_stdlib(depth: int, shape_: str) -> None
 
 
 def test_parse_fast_path_declines_what_orjson_would_get_wrong() -> None:
-    """Lines with a 19-digit run or many brackets go the standard way; the rest orjson takes."""
+    """Lines with a 19-digit run, many brackets or over the size cap go the standard way; the
+    rest orjson takes."""
     with pytest.raises(fastjson.Declined):
         fastjson.loads(b"[18446744073709551616]")
     with pytest.raises(fastjson.Declined):
@@ -255,6 +256,11 @@ def test_parse_fast_path_declines_what_orjson_would_get_wrong() -> None:
     with pytest.raises(fastjson.Declined):
         fastjson.loads(b"[" + b"[]," * (many - 1) + b"[]]")
     assert fastjson.loads(b"[" + b"[]," * (many - 3) + b"[]]") == [[]] * (many - 2)
+    fits = b" [" + b"0," * ((fastjson.MAX_FAST_LINE_BYTES - 4) // 2) + b"0]"
+    assert len(fits) == fastjson.MAX_FAST_LINE_BYTES
+    assert fastjson.loads(fits) == [0] * (fastjson.MAX_FAST_LINE_BYTES // 2 - 1)
+    with pytest.raises(fastjson.Declined):  # orjson would take 8 bytes of memory a byte here
+        fastjson.loads(fits + b" ")
     assert fastjson.loads(b"[999999999999999999,-999999999999999999]") == [
         999999999999999999,
         -999999999999999999,
