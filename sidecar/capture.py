@@ -57,11 +57,6 @@ class BodyDraft:
         return self._head + stream.compress(f'{stamp}"}}'.encode("ascii")) + stream.flush()
 
 
-def batch_body(api_key: str, bodies: Sequence[str], sent_at: datetime) -> bytes:
-    """The gzip-compressed `{"api_key", "batch", "sent_at"}` document for one request."""
-    return BodyDraft(api_key, bodies).finish(sent_at)
-
-
 class Outcome(enum.Enum):
     """What to do with a batch after one attempt."""
 

@@ -17,7 +17,6 @@ from sidecar.capture import (
     BodyDraft,
     Outcome,
     Verdict,
-    batch_body,
     classify_status,
     parse_retry_after,
 )
@@ -25,7 +24,12 @@ from sidecar.capture import (
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 NOW_HTTP = "Thu, 26 Nov 2026 10:00:00 GMT"
 
-# --- batch_body ---------------------------------------------------------------------------
+# --- request bodies ---------------------------------------------------------------------------
+
+def body_of(api_key: str, bodies: list[str], sent_at: datetime) -> bytes:
+    """The request body the sender sends for these stored events at `sent_at`."""
+    return BodyDraft(api_key, bodies).finish(sent_at)
+
 
 BODIES = [
     '{"event":"a","distinct_id":"u1","properties":{"x":1.50}}',
@@ -37,7 +41,7 @@ BODIES = [
 def test_batch_body_gunzips_to_the_document() -> None:
     """The body is gzip of {"api_key","sent_at","batch"} with the events in order."""
     sent_at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    document = json.loads(gzip.decompress(batch_body("phc_key", BODIES, sent_at)))
+    document = json.loads(gzip.decompress(body_of("phc_key", BODIES, sent_at)))
     assert set(document) == {"api_key", "sent_at", "batch"}
     assert document["api_key"] == "phc_key"
     assert document["sent_at"] == "2026-01-02T03:04:05.678Z"
@@ -46,7 +50,7 @@ def test_batch_body_gunzips_to_the_document() -> None:
 
 def test_batch_body_splices_stored_bodies_byte_for_byte() -> None:
     """The stored JSON texts appear unchanged (spacing, number spelling, UTF-8) in the body."""
-    text = gzip.decompress(batch_body("k", BODIES, NOW))
+    text = gzip.decompress(body_of("k", BODIES, NOW))
     assert b'"batch":[' + ",".join(BODIES).encode("utf-8") + b"]," in text
     assert text.endswith(b'"}')
 
@@ -71,7 +75,7 @@ def test_a_draft_finishes_once_into_a_whole_gzip_member() -> None:
 def test_batch_body_converts_sent_at_to_utc() -> None:
     """A sent_at with an offset is written in UTC with milliseconds and a Z."""
     sent_at = datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2)))
-    document = json.loads(gzip.decompress(batch_body("k", [], sent_at)))
+    document = json.loads(gzip.decompress(body_of("k", [], sent_at)))
     assert document["sent_at"] == "2026-01-02T01:04:05.999Z"
     assert document["batch"] == []
 
@@ -79,14 +83,14 @@ def test_batch_body_converts_sent_at_to_utc() -> None:
 def test_batch_body_escapes_the_api_key() -> None:
     """A key with quotes or backslashes cannot break the document."""
     key = 'phc_"}\\,"batch":[]'
-    document = json.loads(gzip.decompress(batch_body(key, BODIES[:1], NOW)))
+    document = json.loads(gzip.decompress(body_of(key, BODIES[:1], NOW)))
     assert document["api_key"] == key
     assert len(document["batch"]) == 1
 
 
 def test_batch_body_is_deterministic() -> None:
     """The same input gives the same bytes (no gzip timestamp)."""
-    assert batch_body("k", BODIES, NOW) == batch_body("k", BODIES, NOW)
+    assert body_of("k", BODIES, NOW) == body_of("k", BODIES, NOW)
 
 
 # --- classify_status ----------------------------------------------------------------------
