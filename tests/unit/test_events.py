@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar import events as events_module
 from sidecar.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event, uuid7
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
@@ -689,3 +690,42 @@ def test_normalize_batch_gives_every_new_event_its_own_uuid7_for_now() -> None:
     assert len(set(uuids)) == 300
     millis = int(now.timestamp() * 1000)
     assert all(u.version == 7 and u.int >> 80 == millis for u in uuids)
+
+
+# ---- the shortcut for UTC timestamps -------------------------------------------------------------
+
+
+def _digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).map(lambda n: f"{n:02d}")
+
+
+_NEAR_UTC_TIMESTAMPS = st.builds(
+    lambda y, mo, d, sep, h, mi, s, frac, zone: f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{frac}{zone}",
+    st.sampled_from(["0000", "0001", "1900", "2000", "2024", "2026", "2100", "9999"]),
+    _digits(0, 13),
+    _digits(0, 32),
+    st.sampled_from(["T", "t", " "]),
+    _digits(0, 25),
+    _digits(0, 61),
+    _digits(0, 61),
+    st.sampled_from(["", ".1", ".12", ".123", ".1234", ".123456", ".1234567", ",123", ".999"]),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+01:00", "", "+0000", "Zx"]),
+)
+
+
+@settings(max_examples=3000)
+@given(_NEAR_UTC_TIMESTAMPS)
+def test_the_utc_shortcut_agrees_with_parsing_and_converting(value: str) -> None:
+    """In and around the shapes the shortcut takes (leap days, month 13, day 32, hour 24,
+    second 60, year 0, other zones, separators and fractions), the canonical text or the
+    rejection is exactly what parsing and converting the timestamp gives."""
+
+    def outcome(canonical: Any) -> str:
+        try:
+            return str(canonical(value))
+        except EventError as exc:
+            return f"rejected: {exc}"
+
+    assert outcome(events_module._canonical_timestamp) == outcome(
+        events_module._converted_timestamp
+    )
