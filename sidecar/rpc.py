@@ -112,16 +112,14 @@ def parse_line(frame: bytes | OversizedLine) -> Parsed | bytes:
             f"line over the size limit ({frame.seen_bytes}+ bytes)",
         )
     try:
-        text = frame.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return error_response(
-            ERROR_PARSE_ERROR, "Parse error", f"invalid UTF-8 at byte {exc.start}"
-        )
-    try:
-        body = fastjson.loads(frame)
+        body = fastjson.loads(frame)  # checks the UTF-8 itself: no decoding on this path
     except fastjson.Declined:
         try:
-            body = json.loads(text, parse_constant=_reject_constant)
+            body = json.loads(frame.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError as exc:
+            return error_response(
+                ERROR_PARSE_ERROR, "Parse error", f"invalid UTF-8 at byte {exc.start}"
+            )
         except (ValueError, RecursionError) as exc:
             return error_response(ERROR_PARSE_ERROR, "Parse error", str(exc)[:200])
     if isinstance(body, list) and not body:
