@@ -315,20 +315,17 @@ class Sender:
         pending: deque[tuple[QueuedEvent, ...]] = deque()
         in_hand: tuple[QueuedEvent, ...] = batch.claim.events
         try:
-            try:
+            carry_on = await self._apply(batch, in_hand, verdict, pending)
+            in_hand = ()
+            while carry_on and pending and not self._stopping:
+                in_hand = pending.popleft()
+                verdict = await self._attempt(api_key, in_hand)
                 carry_on = await self._apply(batch, in_hand, verdict, pending)
                 in_hand = ()
-                while carry_on and pending and not self._stopping:
-                    in_hand = pending.popleft()
-                    verdict = await self._attempt(api_key, in_hand)
-                    carry_on = await self._apply(batch, in_hand, verdict, pending)
-                    in_hand = ()
-            except StorageUnavailable:
-                self._unsettled.extend(batch.claim.ids)
-                raise
         finally:
-            # Cancelled mid-request, or stopped after a failure: hand the rest back. Releasing
-            # rows already handled touches nothing (the lease is no longer ours).
+            # Cancelled mid-request, stopped after a failure, or the disk refused to record an
+            # outcome: hand back the rows not yet handled (what the disk will not take back now
+            # is handed back before the next claim).
             await self._hand_back([event.id for part in (in_hand, *pending) for event in part])
 
     async def _hand_back(self, ids: list[int]) -> None:
