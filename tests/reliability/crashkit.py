@@ -64,6 +64,16 @@ def delivery_counts(events: Iterable[dict[str, Any]]) -> collections.Counter[int
     return collections.Counter(number_of(e["uuid"]) for e in events)
 
 
+def never_delivered(acknowledged: set[int], delivered: collections.Counter[int]) -> list[int]:
+    """Acknowledged event numbers that never reached the server, in order."""
+    return sorted(acknowledged - set(delivered))
+
+
+def extra_deliveries(delivered: collections.Counter[int]) -> int:
+    """Deliveries beyond the first of each event."""
+    return sum(count - 1 for count in delivered.values())
+
+
 @dataclass(frozen=True, slots=True)
 class Redeliveries:
     """Deliveries beyond the first of each uuid, each blamed on the period (between cut times,
@@ -268,12 +278,10 @@ class Feeder:
         try:
             for size in self.plan:
                 while outstanding >= self.window:
-                    try:
-                        self.sidecar.read_line(timeout=0.2)
-                        outstanding -= 1
-                    except AssertionError:
-                        if self.sidecar.process.poll() is not None:
-                            return
+                    answered = self._take_answer()
+                    if answered is None:
+                        return
+                    outstanding -= answered
                 numbers = range(self.next_number, self.next_number + size)
                 batch = numbered_events(numbers.start, size, padding=self.padding)
                 request_id = self.sidecar.request("ph_send_batch", {"batch": batch})
@@ -281,14 +289,20 @@ class Feeder:
                 self.next_number = numbers.stop
                 outstanding += 1
             while self.await_answers and outstanding:
-                try:
-                    self.sidecar.read_line(timeout=0.2)
-                    outstanding -= 1
-                except AssertionError:
-                    if self.sidecar.process.poll() is not None:
-                        return
+                answered = self._take_answer()
+                if answered is None:
+                    return
+                outstanding -= answered
         except (BrokenPipeError, OSError):
             return  # the process died under us: the point of the exercise
+
+    def _take_answer(self) -> int | None:
+        """Wait briefly for one answer: 1 if it came, 0 if not yet, None if the process died."""
+        try:
+            self.sidecar.read_line(timeout=0.2)
+        except AssertionError:
+            return None if self.sidecar.process.poll() is not None else 0
+        return 1
 
     def join(self, timeout: float = GUARD_S) -> None:
         """Wait for the feed to end (all sent, or the process gone)."""

@@ -40,8 +40,10 @@ from crashkit import (
     delivery_counts,
     depth_counter,
     drain,
+    extra_deliveries,
     free_port,
     kill_tree,
+    never_delivered,
     quick_check,
     reaping,
     redeliveries,
@@ -85,12 +87,12 @@ class CrashReport:
     @property
     def lost(self) -> list[int]:
         """Acknowledged events that never reached the server."""
-        return sorted(self.acknowledged - set(self.delivered))
+        return never_delivered(self.acknowledged, self.delivered)
 
     @property
     def duplicates(self) -> int:
         """Deliveries beyond the first of each uuid."""
-        return sum(count - 1 for count in self.delivered.values())
+        return extra_deliveries(self.delivered)
 
     @property
     def unacknowledged_delivered(self) -> int:

@@ -24,7 +24,9 @@ from crashkit import (
     connect_read_only,
     delivery_counts,
     drain,
+    extra_deliveries,
     kill_tree,
+    never_delivered,
     reaping,
     redeliveries,
     spawn,
@@ -84,12 +86,12 @@ class TwoProcessReport:
     @property
     def lost(self) -> list[int]:
         """Acknowledged events never delivered."""
-        return sorted(self.acknowledged - set(self.delivered))
+        return never_delivered(self.acknowledged, self.delivered)
 
     @property
     def duplicates(self) -> int:
         """Deliveries beyond the first of each uuid."""
-        return sum(count - 1 for count in self.delivered.values())
+        return extra_deliveries(self.delivered)
 
     def summary(self) -> str:
         """One paragraph of figures."""

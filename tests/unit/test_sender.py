@@ -276,6 +276,12 @@ class Rig:
         """`flush_until` now + `seconds`, with the rig's `stopping` event."""
         return await self.sender.flush_until(trio.current_time() + seconds, self.stopping)
 
+    async def timed_flush(self, seconds: float) -> tuple[float, int, float]:
+        """`flush(seconds)` as (trio time it was called, events delivered, time it returned)."""
+        called_at = trio.current_time()
+        delivered = await self.flush(seconds)
+        return called_at, delivered, trio.current_time()
+
 
 @contextlib.asynccontextmanager
 async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> AsyncIterator[Rig]:
@@ -748,9 +754,7 @@ async def test_flush_returns_the_delivered_count_once_the_queue_is_empty(
         await rig.start()
         await settle()
         await rig.enqueue(KEY_A, labels("A", 4))
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
         again = await rig.flush(10)
         final = await rig.status()
 
@@ -776,9 +780,7 @@ async def test_flush_cuts_an_offline_wait_short(
         wait = rig.sender.next_attempt_in()
         assert wait is not None
         assert wait >= nominal(rig.config, failures) / 2 - EPS
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
         final = await rig.status()
 
     assert delivered == 3
@@ -797,9 +799,7 @@ async def test_flush_while_still_offline_tries_once_and_returns(
         await rig.start()
         await capture.wait_for(6)
         await settle()
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
         final = await rig.status()
         after = rig.sender.next_attempt_in()
 
@@ -830,9 +830,7 @@ async def test_flush_never_sends_before_a_server_backoff_ends(
         wait = rig.sender.next_attempt_in()
         assert wait is not None
         assert wait > 0
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
 
     scheduled = flushed_at + wait
     assert delivered == 3
@@ -854,9 +852,7 @@ async def test_flush_returns_at_once_when_the_next_attempt_is_after_the_deadline
         await rig.start()
         await capture.wait_for(1)
         await settle()
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
         final = await rig.status()
 
     assert delivered == 0
@@ -875,9 +871,7 @@ async def test_flush_returns_when_the_next_backoff_would_pass_the_deadline(
         await rig.start()
         await capture.wait_for(1)
         await settle()
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
 
     assert delivered == 0
     assert [seen.at - flushed_at for seen in capture.requests[1:]] == pytest.approx([4.0, 8.0])
@@ -898,9 +892,7 @@ async def test_flush_leaves_held_events_held(
         await settle()
         await rig.enqueue(KEY_A, labels("A", 2))
         await rig.enqueue(KEY_B, labels("B", 2))
-        flushed_at = trio.current_time()
-        delivered = await rig.flush(10)
-        returned_at = trio.current_time()
+        flushed_at, delivered, returned_at = await rig.timed_flush(10)
         second = await rig.flush(10)
         final = await rig.status()
         rows = rig.rows()
