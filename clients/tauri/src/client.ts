@@ -328,14 +328,11 @@ export class TelemetrySidecar {
     if (this.#state === "starting" && this.#starting !== null) {
       await this.#starting.catch(() => {});
     }
-    const proc = this.#proc;
-    if (proc === null || proc.exited) {
-      this.#setState("stopped");
+    const stopping = this.#beginStopping();
+    if (stopping === null) {
       return;
     }
-    proc.expectExit = true;
-    this.#setState("stopping");
-    const exited = this.#waitForExit(proc);
+    const { proc, exited } = stopping;
     if (proc.child !== null) {
       this.#send(proc, "shutdown", undefined, timeoutMs).catch(() => {});
     }
@@ -350,16 +347,27 @@ export class TelemetrySidecar {
   async kill(): Promise<void> {
     this.#cancelRestart();
     this.#stopRequested = true;
+    const stopping = this.#beginStopping();
+    if (stopping === null) {
+      return;
+    }
+    await this.#killProc(stopping.proc);
+    await withTimeout(stopping.exited, DEFAULT_CLOSE_TIMEOUT_MS);
+  }
+
+  /**
+   * The common start of close() and kill(): with no live process, the state becomes "stopped"
+   * and null is returned; otherwise its exit is expected and awaited from here on.
+   */
+  #beginStopping(): { proc: Proc; exited: Promise<void> } | null {
     const proc = this.#proc;
     if (proc === null || proc.exited) {
       this.#setState("stopped");
-      return;
+      return null;
     }
     proc.expectExit = true;
     this.#setState("stopping");
-    const exited = this.#waitForExit(proc);
-    await this.#killProc(proc);
-    await withTimeout(exited, DEFAULT_CLOSE_TIMEOUT_MS);
+    return { proc, exited: this.#waitForExit(proc) };
   }
 
   /** The batching queue behind {@link capture}, created on first use with the `capture` options. */
