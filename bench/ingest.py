@@ -43,7 +43,7 @@ from common import (
     workdir,
 )
 
-from sidecar.store import SCHEMA
+from sidecar.queue.store import SCHEMA
 
 
 class RawQueue:

@@ -104,7 +104,7 @@ def _components(frames: list[str]) -> set[str]:
     for index, frame in enumerate(frames):
         match = FRAME.match(frame)
         if match and match["file"].startswith("sidecar/") and match["file"] not in (
-            "sidecar/__main__.py", "sidecar/cli.py"
+            "sidecar/__main__.py", "sidecar/process/cli.py"
         ):
             start = index
             break
@@ -114,7 +114,7 @@ def _components(frames: list[str]) -> set[str]:
             continue
         file = match["file"]
         if file.startswith("sidecar/"):
-            if file not in ("sidecar/__main__.py", "sidecar/cli.py"):
+            if file not in ("sidecar/__main__.py", "sidecar/process/cli.py"):
                 found.add(file)
         elif "/" in file and not file.startswith("<"):
             found.add(file.split("/")[0])

@@ -1,5 +1,5 @@
 """`python -m sidecar`."""
 
-from sidecar.cli import main
+from sidecar.process.cli import main
 
 raise SystemExit(main())

@@ -108,7 +108,7 @@ def test_parent_death_signal_reaches_the_child() -> None:
     """`set_parent_death_signal` makes Linux deliver SIGTERM when the parent dies."""
     child = (
         "import signal, sys, time\n"
-        "from sidecar.parent import set_parent_death_signal\n"
+        "from sidecar.process.parent import set_parent_death_signal\n"
         "signal.signal(signal.SIGTERM, lambda *_: (print('SIGTERM', flush=True), sys.exit(0)))\n"
         "assert set_parent_death_signal()\n"
         "print('armed', flush=True)\n"

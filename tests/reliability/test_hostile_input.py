@@ -40,12 +40,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar import __version__
-from sidecar.astore import AsyncStore
 from sidecar.capture_server import CaptureServer
-from sidecar.config import Config
-from sidecar.framing import LineDecoder, OversizedLine
-from sidecar.methods import METHODS, SLOW_METHODS, Services
-from sidecar.rpc import Dispatcher, parse_line
+from sidecar.process.config import Config
+from sidecar.process.methods import METHODS, SLOW_METHODS, Services
+from sidecar.queue.astore import AsyncStore
+from sidecar.wire.framing import LineDecoder, OversizedLine
+from sidecar.wire.rpc import Dispatcher, parse_line
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "300"))
 RANDOM_LINES = int(os.environ.get("HOSTILE_RANDOM_LINES", "1500"))
@@ -405,7 +405,7 @@ def test_secret_masker_is_bounded_and_masks_the_latest() -> None:
     """The masker keeps at most its bound of keys, the most recently used, and masks them."""
     import logging
 
-    from sidecar.logs import MAX_SECRETS, SecretMasker
+    from sidecar.process.logs import MAX_SECRETS, SecretMasker
 
     masker = SecretMasker()
     keys = [f"phc_key_number_{i:06d}" for i in range(1000)]

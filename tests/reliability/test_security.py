@@ -33,8 +33,8 @@ from fm_support import (
 
 from sidecar.capture_server import CaptureServer, Status
 from sidecar.client import SidecarProcess, sidecar_command
-from sidecar.config import ConfigError, mask_key, normalize_host, parse_config
-from sidecar.methods import METHODS
+from sidecar.process.config import ConfigError, mask_key, normalize_host, parse_config
+from sidecar.process.methods import METHODS
 
 HOST_PARAMS = ("host", "url", "api_host", "endpoint", "capture_url", "batch_url", "base_url",
                "server", "proxy")
@@ -334,7 +334,7 @@ def test_client_context_is_the_os_trust_store_and_verifies() -> None:
 
     import truststore
 
-    from sidecar.tls import client_ssl_context
+    from sidecar.delivery.tls import client_ssl_context
 
     context = client_ssl_context()
     assert isinstance(context, truststore.SSLContext)

@@ -13,8 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from sidecar import app, rpc
-from sidecar.config import Config
+from sidecar.process import app
+from sidecar.process.config import Config
+from sidecar.wire import rpc
 
 KEY = "phc_test_key_1"
 GUARD_S = 10  # hang guard only

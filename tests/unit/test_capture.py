@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.capture: the /batch/ body, status classes, Retry-After and backoff."""
+"""Unit tests for sidecar.delivery.capture: /batch/ body, status classes, Retry-After, backoff."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.capture import (
+from sidecar.delivery.capture import (
     Backoff,
     BodyDraft,
     Outcome,

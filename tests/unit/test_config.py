@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.config, plus the process contract for bad options and --version."""
+"""Unit tests for sidecar.process.config, and the process contract for bad options, --version."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import platformdirs
 import pytest
 
 from sidecar import __version__
-from sidecar.config import Config, ConfigError, mask_key, normalize_host, parse_config
+from sidecar.process.config import Config, ConfigError, mask_key, normalize_host, parse_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_NAMES = (

@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.events: the event contract, UUIDv7 and a property test."""
+"""Unit tests for sidecar.wire.events: the event contract, UUIDv7 and a property test."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import events as events_module
-from sidecar.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event, uuid7
+from sidecar.wire import events as events_module
+from sidecar.wire.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event, uuid7
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
 NOW_TEXT = "2026-11-26T10:00:00.123456+00:00"

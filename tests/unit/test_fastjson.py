@@ -1,5 +1,6 @@
-"""Unit tests for sidecar.fastjson: its orjson fast paths give exactly what the standard library
-paths they stand in for give, in `rpc.parse_line` and `events._serialize`, hostile input too."""
+"""Unit tests for sidecar.wire.fastjson: its orjson fast paths give exactly what the standard
+library paths they stand in for give, in `rpc.parse_line` and `events._serialize`,
+hostile input too."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sidecar import events, fastjson
-from sidecar.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event
-from sidecar.rpc import Parsed, parse_line
+from sidecar.wire import events, fastjson
+from sidecar.wire.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event
+from sidecar.wire.rpc import Parsed, parse_line
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.framing: the sans-I/O line decoder of the stdin stream."""
+"""Unit tests for sidecar.wire.framing: the sans-I/O line decoder of the stdin stream."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.framing import MAX_LINE_BYTES, Frame, LineDecoder, OversizedLine
+from sidecar.wire.framing import MAX_LINE_BYTES, Frame, LineDecoder, OversizedLine
 
 
 def decode(chunks: list[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> list[Frame]:

@@ -1,5 +1,5 @@
-"""Unit tests for sidecar.httpclient: which proxy a capture host goes through, and one attempt
-through a transport (httpx.MockTransport) with the headers and timeouts it must carry."""
+"""Unit tests for sidecar.delivery.httpclient: which proxy a capture host goes through, and one
+attempt through a transport (httpx.MockTransport) with the headers and timeouts it must carry."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from sidecar import __version__
-from sidecar.capture import Outcome
-from sidecar.httpclient import Endpoint, proxy_for
+from sidecar.delivery.capture import Outcome
+from sidecar.delivery.httpclient import Endpoint, proxy_for
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from sidecar import parent
-from sidecar.parent import OnefileBundle, parent_check, watch_parent
+from sidecar.process import parent
+from sidecar.process.parent import OnefileBundle, parent_check, watch_parent
 
 GUARD_S = 10.0
 

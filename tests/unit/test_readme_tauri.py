@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sidecar.config import parse_config
+from sidecar.process.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "clients/tauri/node_modules/@tauri-apps/cli/config.schema.json"

@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.rpc: line parsing, request checks and the trio-side dispatcher."""
+"""Unit tests for sidecar.wire.rpc: line parsing, request checks and the trio-side dispatcher."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from jsonrpcserver import JsonRpcError, Result, Success
 from jsonrpcserver.methods import Methods
 
-from sidecar.framing import OversizedLine
-from sidecar.rpc import (
+from sidecar.wire.framing import OversizedLine
+from sidecar.wire.rpc import (
     ERROR_STORAGE_UNAVAILABLE,
     Dispatcher,
     Parsed,

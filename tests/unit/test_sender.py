@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.sender: the delivery rules, against httpx.MockTransport and a real queue.
+"""Unit tests for sidecar.delivery.sender: delivery rules, on httpx.MockTransport and a real queue.
 
 How time is made deterministic
 ------------------------------
@@ -42,12 +42,12 @@ import pytest
 import trio
 import trio.testing
 
-from sidecar import sender as sender_module
-from sidecar.astore import AsyncStore
-from sidecar.config import Config
-from sidecar.events import normalize_event
-from sidecar.sender import Sender, WaitReason
-from sidecar.store import Store, StoreStatus
+from sidecar.delivery import sender as sender_module
+from sidecar.delivery.sender import Sender, WaitReason
+from sidecar.process.config import Config
+from sidecar.queue.astore import AsyncStore
+from sidecar.queue.store import Store, StoreStatus
+from sidecar.wire.events import normalize_event
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ class StillClockStore(AsyncStore):
 
 
 class VirtualWallClock:
-    """Stands in for `datetime` in sidecar.sender: wall time that follows trio's clock."""
+    """Stands in for `datetime` in sidecar.delivery.sender: wall time that follows trio's clock."""
 
     @staticmethod
     def now(tz: tzinfo | None = None) -> datetime:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sidecar.stdio import ThreadFdStream, open_fd_stream
+from sidecar.process.stdio import ThreadFdStream, open_fd_stream
 
 PING = b'{"jsonrpc":"2.0","method":"ping","id":1}\n'
 

@@ -1,4 +1,4 @@
-"""Unit tests for sidecar.store: the SQLite queue on real files in tmp_path."""
+"""Unit tests for sidecar.queue.store: the SQLite queue on real files in tmp_path."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sidecar import store as store_module
-from sidecar.store import (
+from sidecar.queue import store as store_module
+from sidecar.queue.store import (
     SCHEMA_VERSION,
     STALE_LEASE_S,
     DropReason,

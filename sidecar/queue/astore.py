@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import trio
 
-from sidecar.store import StorageUnavailable, Store, open_store
+from sidecar.queue.store import StorageUnavailable, Store, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

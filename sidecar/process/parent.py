@@ -39,7 +39,7 @@ from pathlib import Path
 import psutil
 import trio
 
-from sidecar.waits import cancel_when_set
+from sidecar.process.waits import cancel_when_set
 
 log = logging.getLogger(__name__)
 

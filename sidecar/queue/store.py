@@ -3,7 +3,7 @@
 Every write happens in `BEGIN IMMEDIATE`, so two processes on one database serialise on the
 write lock instead of failing halfway. Rows being sent carry a lease (the owner's pid and
 start time); a lease whose owner no longer runs is taken back at the next start.
-The trio side calls this through `AsyncStore` (see `sidecar.astore`).
+The trio side calls this through `AsyncStore` (see `sidecar.queue.astore`).
 """
 
 from __future__ import annotations

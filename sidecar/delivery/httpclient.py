@@ -17,9 +17,10 @@ import urllib.request
 import httpx
 import trio
 
-from sidecar import __version__, capture
-from sidecar.capture import Outcome, Verdict
-from sidecar.tls import client_ssl_context
+from sidecar import __version__
+from sidecar.delivery import capture
+from sidecar.delivery.capture import Outcome, Verdict
+from sidecar.delivery.tls import client_ssl_context
 
 # Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
 MAX_ANSWER_BYTES = 64 * 1024

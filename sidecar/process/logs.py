@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from sidecar.config import mask_key
+from sidecar.process.config import mask_key
 
 # Keys remembered for masking. Every call may name a key, so the set must not grow without
 # bound; an app uses one or a few.

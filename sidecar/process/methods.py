@@ -16,12 +16,12 @@ from jsonrpcserver import InvalidParams, JsonRpcError, Result, Success
 from jsonrpcserver.methods import Methods
 
 from sidecar import __version__
-from sidecar.astore import AsyncStore
-from sidecar.config import Config
-from sidecar.events import normalize_batch
-from sidecar.rpc import ERROR_STORAGE_UNAVAILABLE
-from sidecar.sender import Sender
-from sidecar.store import StorageUnavailable, Store
+from sidecar.delivery.sender import Sender
+from sidecar.process.config import Config
+from sidecar.queue.astore import AsyncStore
+from sidecar.queue.store import StorageUnavailable, Store
+from sidecar.wire.events import normalize_batch
+from sidecar.wire.rpc import ERROR_STORAGE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

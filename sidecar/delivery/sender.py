@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from sidecar.astore import AsyncStore
-from sidecar.capture import Backoff, BodyDraft, Outcome, Verdict
-from sidecar.config import Config, mask_key
-from sidecar.store import Claim, DropReason, QueuedEvent, StorageUnavailable, Store
-from sidecar.waits import cancel_when_set
+from sidecar.delivery.capture import Backoff, BodyDraft, Outcome, Verdict
+from sidecar.process.config import Config, mask_key
+from sidecar.process.waits import cancel_when_set
+from sidecar.queue.astore import AsyncStore
+from sidecar.queue.store import Claim, DropReason, QueuedEvent, StorageUnavailable, Store
 
 if TYPE_CHECKING:
     import httpx
 
-    from sidecar.httpclient import Endpoint
+    from sidecar.delivery.httpclient import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ class Sender:
         if self._endpoint is None:
             # httpx and the TLS context are built on first use, so they add nothing to the
             # start-up of a sidecar with nothing to send.
-            from sidecar.httpclient import Endpoint  # noqa: PLC0415 - see above
+            from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see above
 
             self._endpoint = Endpoint(self._url, self._make_transport())
         return await self._endpoint.post(body, self._config.request_timeout_s)

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sidecar import fastjson
+from sidecar.wire import fastjson
 
 MAX_EVENT_BYTES = 1_000_000
 """Largest accepted event: UTF-8 bytes of the normalised JSON text."""
@@ -98,7 +98,7 @@ def normalize_event(raw: object, *, now: datetime, lib_version: str) -> str:
 
     The text is compact (``separators=(",", ":")``, ``ensure_ascii=False``), ready to store and
     to splice into a ``/batch/`` body; usually orjson's, whose floats can read differently from
-    ``repr`` (``1e-7``, ``0.00001``) with the same value (see `sidecar.fastjson`). Raises
+    ``repr`` (``1e-7``, ``0.00001``) with the same value (see `sidecar.wire.fastjson`). Raises
     `EventError` with a short human reason when the event breaks the contract (see the module
     docstring). `now` must be timezone-aware (a naive
     one is a caller bug and raises plain `ValueError`); it stamps events without a timestamp

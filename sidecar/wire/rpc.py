@@ -25,8 +25,8 @@ from jsonrpcserver.methods import Methods
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOID
 
-from sidecar import fastjson
-from sidecar.framing import OversizedLine
+from sidecar.wire import fastjson
+from sidecar.wire.framing import OversizedLine
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import trio
 
-from sidecar import app
-from sidecar.config import APP_NAME, ConfigError, parse_config
-from sidecar.logs import SecretMasker, configure_logging
-from sidecar.parent import OnefileBundle
-from sidecar.stdio import claim_stdout, open_fd_stream
+from sidecar.process import app
+from sidecar.process.config import APP_NAME, ConfigError, parse_config
+from sidecar.process.logs import SecretMasker, configure_logging
+from sidecar.process.parent import OnefileBundle
+from sidecar.process.stdio import claim_stdout, open_fd_stream
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 import trio
 
 from sidecar import __version__
-from sidecar.astore import AsyncStore
-from sidecar.config import Config
-from sidecar.framing import Frame, LineDecoder
-from sidecar.methods import EARLIER_LINES_DONE, METHODS, SLOW_METHODS, Services
-from sidecar.parent import watch_parent
-from sidecar.rpc import Dispatcher, Parsed, parse_line
-from sidecar.sender import Sender
-from sidecar.stdio import READ_CHUNK
-from sidecar.store import StorageUnavailable
-from sidecar.waits import cancel_when_set
+from sidecar.delivery.sender import Sender
+from sidecar.process.config import Config
+from sidecar.process.methods import EARLIER_LINES_DONE, METHODS, SLOW_METHODS, Services
+from sidecar.process.parent import watch_parent
+from sidecar.process.stdio import READ_CHUNK
+from sidecar.process.waits import cancel_when_set
+from sidecar.queue.astore import AsyncStore
+from sidecar.queue.store import StorageUnavailable
+from sidecar.wire.framing import Frame, LineDecoder
+from sidecar.wire.rpc import Dispatcher, Parsed, parse_line
 
 if TYPE_CHECKING:
     import httpx
@@ -38,7 +38,7 @@ def _make_transport(
 ) -> httpx.AsyncBaseTransport:
     if transport is not None:
         return transport
-    from sidecar import httpclient  # noqa: PLC0415 - httpx loads on the first send, not at start
+    from sidecar.delivery import httpclient  # noqa: PLC0415 - httpx loads on the first send, not at start
 
     return httpclient.make_transport(url)
 

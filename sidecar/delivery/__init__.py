@@ -1,0 +1,1 @@
+"""Delivery: the /batch/ wire format, the delivery policy, the HTTP endpoint and the sender."""

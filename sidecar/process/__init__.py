@@ -1,0 +1,1 @@
+"""The process: options, the top-level nursery, stdio, the JSON-RPC methods, the parent watch."""
