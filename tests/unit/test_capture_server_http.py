@@ -19,8 +19,7 @@ import httpx
 import pytest
 import trio
 
-from sidecar import capture_server
-from sidecar.capture_server import (
+from sidecar_dev.capture import (
     CaptureServer,
     CaptureServerError,
     Delay,
@@ -34,6 +33,7 @@ from sidecar.capture_server import (
     format_event_line,
     process_capture,
 )
+from sidecar_dev.capture import http as capture_http
 
 KEY = "phc_test_key"
 REPO = Path(__file__).resolve().parents[2]
@@ -497,7 +497,7 @@ def test_a_bug_in_the_fake_is_answered_500_and_raised_at_close(
     def broken(*args: object, **kwargs: object) -> object:
         raise ZeroDivisionError("fake bug")
 
-    monkeypatch.setattr(capture_server, "process_capture", broken)
+    monkeypatch.setattr(capture_http, "answer_request", broken)
     server = CaptureServer().start()
     try:
         with httpx.Client(base_url=server.url, timeout=5.0) as client:
@@ -563,9 +563,9 @@ def test_format_event_line_is_one_compact_line() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is TerminateProcess on Windows")
 def test_cli_prints_one_line_per_event_and_exits_0_on_sigterm() -> None:
-    """`python -m sidecar.capture_server` shows its URL, prints each event, and exits 0."""
+    """`python -m sidecar_dev.capture` shows its URL, prints each event, and exits 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.capture_server", "--port", "0", "--quiet"],
+        [sys.executable, "-m", "sidecar_dev.capture", "--port", "0", "--quiet"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
