@@ -26,7 +26,6 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import FAST_RETRIES, event, n_values, numbered
 
 from sidecar import __version__
 from sidecar.capture_server import (
@@ -38,9 +37,16 @@ from sidecar.capture_server import (
     ResetMidBody,
     Status,
 )
-from sidecar.client import SidecarProcess
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import (
+    FAST_RETRIES,
+    TEST_KEY,
+    event,
+    n_values,
+    numbered,
+    wait_until,
+)
 
-KEY = "phc_test_key_1"
 OTHER_KEY = "phc_test_key_2"
 # Backoff so long that only `ph_flush` (which cuts an offline wait short) can make the sidecar
 # try again within a test: what a flush reports is then the flush's own doing.
@@ -123,7 +129,7 @@ def raw_recorder() -> Iterator[tuple[str, queue.Queue[tuple[dict[str, str], byte
 def test_body_is_gzip_with_header_and_magic_bytes(raw_recorder, spawn_sidecar) -> None:
     """The body is gzip (magic bytes and Content-Encoding) holding api_key, batch and sent_at."""
     url, received = raw_recorder
-    sidecar = spawn_sidecar(url, api_key=KEY)
+    sidecar = spawn_sidecar(url, api_key=TEST_KEY)
     send(sidecar, [event("opened")])
     headers, body = received.get(timeout=GUARD_S)
     finish(sidecar)
@@ -134,7 +140,7 @@ def test_body_is_gzip_with_header_and_magic_bytes(raw_recorder, spawn_sidecar) -
     assert body[:3] == b"\x1f\x8b\x08"
     document = json.loads(gzip.decompress(body))
     assert set(document) == {"api_key", "batch", "sent_at"}
-    assert document["api_key"] == KEY
+    assert document["api_key"] == TEST_KEY
     assert [e["event"] for e in document["batch"]] == ["opened"]
     assert document["sent_at"].endswith("Z")
 
@@ -142,7 +148,7 @@ def test_body_is_gzip_with_header_and_magic_bytes(raw_recorder, spawn_sidecar) -
 def test_events_are_normalised_on_the_wire(capture, spawn_sidecar) -> None:
     """Events arrive with a UUIDv7, a UTC timestamp, $lib/$lib_version and a string distinct_id."""
     given_uuid = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
-    sidecar = spawn_sidecar(capture.url, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, api_key=TEST_KEY)
     before = datetime.now(UTC)
     send(sidecar, [
         {"event": "numeric id", "distinct_id": 42},
@@ -182,7 +188,7 @@ def test_events_are_normalised_on_the_wire(capture, spawn_sidecar) -> None:
 def test_retries_resend_same_uuid_and_timestamp(capture, spawn_sidecar) -> None:
     """503, 503, OK: the three requests carry the same uuids and timestamps, a new sent_at each."""
     capture.script(503, 503)
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     send(sidecar, numbered(3))
     delivered = capture.wait_for_events(3, timeout=GUARD_S)
     status = settle(sidecar)
@@ -205,7 +211,7 @@ def test_each_retryable_status_is_retried_then_delivered(capture, spawn_sidecar)
     """500, 502, 503, 504, 408 and 429 are each retried with the same events until delivered."""
     codes = [500, 502, 503, 504, 408, 429]
     capture.script(*codes)
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--max-retries", "6", api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--max-retries", "6", api_key=TEST_KEY)
     send(sidecar, numbered(2))
     delivered = capture.wait_for_events(2, timeout=GUARD_S)
     status = settle(sidecar)
@@ -223,7 +229,7 @@ def test_each_retryable_status_is_retried_then_delivered(capture, spawn_sidecar)
 def test_persistent_errors_drop_after_max_retries(capture, spawn_sidecar) -> None:
     """--max-retries 2 against constant 503s: exactly 3 requests, then dropped.retries_exhausted."""
     capture.set_default(503)
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--max-retries", "2", api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--max-retries", "2", api_key=TEST_KEY)
     send(sidecar, numbered(4))
     flushed = sidecar.result("ph_flush", {"timeout": GUARD_S})
     status = sidecar.result("ph_status")
@@ -243,7 +249,7 @@ def test_persistent_errors_drop_after_max_retries(capture, spawn_sidecar) -> Non
 def test_retry_after_seconds_is_a_minimum(capture, spawn_sidecar) -> None:
     """Retry-After: 1 holds the retry back at least a second, far past the configured backoff."""
     capture.script(Status(503, headers={"Retry-After": "1"}))
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     send(sidecar, [event()])
     capture.wait_for_events(1, timeout=GUARD_S)
     finish(sidecar)
@@ -257,7 +263,7 @@ def test_retry_after_http_date_is_a_minimum(spawn_sidecar) -> None:
     """A Retry-After given as an HTTP date holds the retry back until that moment."""
     arrivals: list[float] = []
     with CaptureServer(on_request=lambda request: arrivals.append(time.time())) as server:
-        sidecar = spawn_sidecar(server.url, *FAST_RETRIES, api_key=KEY)
+        sidecar = spawn_sidecar(server.url, *FAST_RETRIES, api_key=TEST_KEY)
         sidecar.result("ping")  # started, so the date below lies ahead of the first request
         retry_at = math.floor(time.time()) + 2  # one to two seconds ahead, on a whole second
         date = email.utils.formatdate(retry_at, usegmt=True)
@@ -281,7 +287,7 @@ def test_413_splits_and_drops_only_the_lone_oversized_event(spawn_sidecar) -> No
     batch = numbered(5)
     batch[2]["properties"]["blob"] = blob
     with CaptureServer(max_body_bytes=8000) as server:
-        sidecar = spawn_sidecar(server.url, *FAST_RETRIES, api_key=KEY)
+        sidecar = spawn_sidecar(server.url, *FAST_RETRIES, api_key=TEST_KEY)
         send(sidecar, batch)
         delivered = server.wait_for_events(4, timeout=GUARD_S)
         status = settle(sidecar)
@@ -299,7 +305,7 @@ def test_400_isolates_and_drops_only_the_poison_event(capture, spawn_sidecar) ->
     """400 halves the batch to isolate the one event PostHog refuses; only it is dropped."""
     batch = numbered(6)
     batch[3]["properties"]["$cookieless_mode"] = "yes"
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     send(sidecar, batch)
     delivered = capture.wait_for_events(5, timeout=GUARD_S)
     status = settle(sidecar)
@@ -318,7 +324,7 @@ def test_400_isolates_and_drops_only_the_poison_event(capture, spawn_sidecar) ->
 def test_auth_refusal_holds_the_key_while_other_keys_flow(capture, spawn_sidecar) -> None:
     """After a 401 the key's events stay held, even through a flush, while another key's flow."""
     capture.script(401)
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--auth-hold", "60", api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--auth-hold", "60", api_key=TEST_KEY)
     held = numbered(3)
     send(sidecar, held)
     capture.wait_for_requests(1, timeout=GUARD_S)
@@ -336,7 +342,7 @@ def test_auth_refusal_holds_the_key_while_other_keys_flow(capture, spawn_sidecar
     finish(sidecar)
 
     assert n_values(delivered) == [10, 11]
-    assert [r.payload["api_key"] for r in capture.requests] == [KEY, OTHER_KEY]
+    assert [r.payload["api_key"] for r in capture.requests] == [TEST_KEY, OTHER_KEY]
     assert capture.requests[0].status == 401
     assert flushed["queued"] == 3
     assert status["queued"] == 3
@@ -347,7 +353,7 @@ def test_auth_refusal_holds_the_key_while_other_keys_flow(capture, spawn_sidecar
 def test_auth_hold_ends_and_the_events_are_delivered(capture, spawn_sidecar) -> None:
     """Events refused with 403 are sent again, unchanged, once --auth-hold has passed."""
     capture.script(403)
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--auth-hold", "0.5", api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--auth-hold", "0.5", api_key=TEST_KEY)
     send(sidecar, numbered(2))
     delivered = capture.wait_for_events(2, timeout=GUARD_S)
     status = settle(sidecar)
@@ -367,7 +373,7 @@ def test_auth_hold_ends_and_the_events_are_delivered(capture, spawn_sidecar) -> 
 def test_offline_events_wait_then_flush_delivers_them(offline_port, spawn_sidecar) -> None:
     """Offline, events wait and a flush delivers none; back online, a flush delivers them all."""
     url = f"http://127.0.0.1:{offline_port}"
-    sidecar = spawn_sidecar(url, *SLOW_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(url, *SLOW_RETRIES, api_key=TEST_KEY)
     send(sidecar, numbered(3))
     assert sidecar.result("ph_flush", {"timeout": 1}) == {"delivered": 0, "queued": 3}
     status = sidecar.result("ph_status")
@@ -385,18 +391,14 @@ def test_offline_events_wait_then_flush_delivers_them(offline_port, spawn_sideca
     assert n_values(delivered) == [0, 1, 2]
 
 
-def wait_for_syn_sent(pid: int, port: int) -> None:
-    """Block until process `pid` has a TCP connect to `port` stuck in SYN_SENT (hang guard)."""
-    deadline = time.monotonic() + GUARD_S
-    while time.monotonic() < deadline:
-        # The program may be the child of a frozen binary's bootloader.
-        top = psutil.Process(pid)
-        for process in (top, *top.children(recursive=True)):
-            for conn in process.net_connections(kind="tcp"):
-                if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_SYN_SENT:
-                    return
-        time.sleep(0.005)
-    raise AssertionError(f"process {pid} never started connecting to port {port}")
+def connecting_to(sidecar: SidecarProcess, port: int) -> bool:
+    """Whether the sidecar (or the program under a frozen binary's bootloader) has a TCP
+    connect to `port` stuck in SYN_SENT."""
+    return any(
+        conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_SYN_SENT
+        for process in sidecar.tree()
+        for conn in process.net_connections(kind="tcp")
+    )
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs to a full queue")
@@ -415,10 +417,11 @@ def test_flush_during_a_failing_connect_gets_its_own_attempt(spawn_sidecar) -> N
         filler.connect_ex(("127.0.0.1", port))
     sidecar = spawn_sidecar(
         f"http://127.0.0.1:{port}", "--backoff-base", "60", "--backoff-max", "60",
-        "--request-timeout", "0.5", api_key=KEY,
+        "--request-timeout", "0.5", api_key=TEST_KEY,
     )
     send(sidecar, numbered(3))
-    wait_for_syn_sent(sidecar.process.pid, port)
+    wait_until(lambda: connecting_to(sidecar, port), f"a connect to port {port}", GUARD_S,
+               step=0.005)
     flush_id = sidecar.request("ph_flush", {"timeout": GUARD_S})
     for sock in (*fillers, listener):
         sock.close()
@@ -435,7 +438,7 @@ def test_hung_request_times_out_and_is_retried(capture, spawn_sidecar) -> None:
     """A request the server never answers times out after --request-timeout and is retried."""
     capture.script(Hang())
     sidecar = spawn_sidecar(
-        capture.url, *FAST_RETRIES, "--request-timeout", "0.5", api_key=KEY
+        capture.url, *FAST_RETRIES, "--request-timeout", "0.5", api_key=TEST_KEY
     )
     send(sidecar, numbered(2))
     delivered = capture.wait_for_events(2, timeout=GUARD_S)
@@ -454,7 +457,7 @@ def test_hung_request_times_out_and_is_retried(capture, spawn_sidecar) -> None:
 def test_lost_connections_are_retried(capture, spawn_sidecar) -> None:
     """A dropped connection and a reset mid-body are each retried; the events then arrive once."""
     capture.script(DropConnection(), ResetMidBody())
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     send(sidecar, numbered(2))
     delivered = capture.wait_for_events(2, timeout=GUARD_S)
     status = settle(sidecar)
@@ -475,8 +478,8 @@ def test_lost_connections_are_retried(capture, spawn_sidecar) -> None:
 
 def test_one_key_per_request_and_at_most_batch_size(capture, spawn_sidecar) -> None:
     """120 events under two keys, --batch-size 50: one key and at most 50 events per request."""
-    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--batch-size", "50", api_key=KEY)
-    for key, start in ((KEY, 0), (OTHER_KEY, 100)):
+    sidecar = spawn_sidecar(capture.url, *FAST_RETRIES, "--batch-size", "50", api_key=TEST_KEY)
+    for key, start in ((TEST_KEY, 0), (OTHER_KEY, 100)):
         batch = numbered(60, start=start)
         for item in batch:
             item["properties"]["key"] = key
@@ -485,13 +488,13 @@ def test_one_key_per_request_and_at_most_batch_size(capture, spawn_sidecar) -> N
     status = settle(sidecar)
     finish(sidecar)
 
-    sizes: dict[str, list[int]] = {KEY: [], OTHER_KEY: []}
+    sizes: dict[str, list[int]] = {TEST_KEY: [], OTHER_KEY: []}
     for request in capture.requests:
         key = request.payload["api_key"]
         events = batch_of(request)
         assert {e["properties"]["key"] for e in events} == {key}
         sizes[key].append(len(events))
-    assert sorted(sizes[KEY]) == sorted(sizes[OTHER_KEY]) == [10, 50]
+    assert sorted(sizes[TEST_KEY]) == sorted(sizes[OTHER_KEY]) == [10, 50]
     assert sorted(n_values(delivered)) == [*range(60), *range(100, 160)]
     assert len(set(uuids(delivered))) == 120
     assert status["delivered"] == 120
@@ -500,7 +503,7 @@ def test_one_key_per_request_and_at_most_batch_size(capture, spawn_sidecar) -> N
 def test_queue_overflow_keeps_the_newest(offline_port, spawn_sidecar) -> None:
     """--max-queue 10 offline keeps the 10 newest, counts the rest, then delivers them in order."""
     url = f"http://127.0.0.1:{offline_port}"
-    sidecar = spawn_sidecar(url, *SLOW_RETRIES, "--max-queue", "10", api_key=KEY)
+    sidecar = spawn_sidecar(url, *SLOW_RETRIES, "--max-queue", "10", api_key=TEST_KEY)
     answer = send(sidecar, numbered(25))
     assert answer["queued"] == 10
     # Returns once the first attempt has failed and the long offline wait has begun.
@@ -524,7 +527,7 @@ def test_queue_overflow_keeps_the_newest(offline_port, spawn_sidecar) -> None:
 def test_opt_out_purges_refuses_and_persists(capture, offline_port, spawn_sidecar) -> None:
     """Opt-out purges, refuses and counts events, survives a restart, and can be undone."""
     offline = f"http://127.0.0.1:{offline_port}"
-    first = spawn_sidecar(offline, *SLOW_RETRIES, api_key=KEY)
+    first = spawn_sidecar(offline, *SLOW_RETRIES, api_key=TEST_KEY)
     send(first, numbered(5))
     assert first.result("ph_set_opt_out", {"opt_out": True}) == {"opted_out": True, "purged": 5}
     refused = first.result("ph_send_batch", {"batch": numbered(3)})
@@ -535,7 +538,7 @@ def test_opt_out_purges_refuses_and_persists(capture, offline_port, spawn_sideca
     assert status["queued"] == 0
     finish(first)
 
-    second = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    second = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     status = second.result("ph_status")
     assert status["opted_out"] is True
     assert second.result("ph_send_batch", {"batch": numbered(2)})["accepted"] == 0

@@ -23,12 +23,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from helpers import event
-
 from sidecar import __version__
-from sidecar.client import SidecarProcess, sidecar_command
+from sidecar_dev.driver import SidecarProcess, sidecar_command
+from sidecar_dev.harness import TEST_KEY, event
 
-KEY = "phc_test_key_1"
 ROUND_TRIPS = 20
 
 
@@ -48,7 +46,7 @@ def test_version_option_prints_and_exits_0() -> None:
 
 def test_each_answer_arrives_while_stdin_stays_open(offline_port, spawn_sidecar) -> None:
     """No output buffering: every answer is on the pipe before the next request is written."""
-    sidecar: SidecarProcess = spawn_sidecar(offline_url(offline_port), api_key=KEY)
+    sidecar: SidecarProcess = spawn_sidecar(offline_url(offline_port), api_key=TEST_KEY)
     for i in range(ROUND_TRIPS):
         request_id = sidecar.request("ping")
         line = sidecar.read_line(timeout=10)
@@ -68,7 +66,7 @@ def test_a_non_utf8_locale_changes_nothing_on_the_wire(offline_port, spawn_sidec
         offline_url(offline_port),
         "--log-level",
         "debug",
-        api_key=KEY,
+        api_key=TEST_KEY,
         env={"LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"},
     )
     name = "caf\u00e9 \u2603 \U0001f600"

@@ -11,29 +11,22 @@ import os
 import signal
 import sqlite3
 import stat
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAST_RETRIES, event, n_values, numbered
 
 from sidecar import __version__
 from sidecar.capture_server import Delay, Hang, ReceivedRequest
-from sidecar.client import SidecarProcess
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import FAST_RETRIES, TEST_KEY, event, n_values, numbered
 
-KEY = "phc_test_key_1"
 GUARD_S = 20.0  # hang guard for waits on the server
 
 
 def offline_url(port: int) -> str:
     """A capture host that refuses connections."""
     return f"http://127.0.0.1:{port}"
-
-
-def with_uuids(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events, each given a fresh uuid the test can look for later."""
-    return [{**e, "uuid": str(uuid.uuid4())} for e in events]
 
 
 def send(sidecar: SidecarProcess, batch: list[dict[str, Any]], **params: Any) -> None:
@@ -71,7 +64,7 @@ def test_eof_exits_0_and_next_start_drains_with_the_original_key(
     capture, offline_port, data_dir, spawn_sidecar
 ) -> None:
     """EOF exits 0 keeping the queue; the next start delivers it unasked, with its original key."""
-    batch = with_uuids(numbered(3))
+    batch = numbered(3, with_uuids=True)
     first = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, api_key="phc_default_a")
     send(first, batch, api_key="phc_queued_key")
     finish(first)
@@ -89,8 +82,8 @@ def test_eof_exits_0_and_next_start_drains_with_the_original_key(
 
 def test_shutdown_answers_ok_then_exits_0(offline_port, data_dir, spawn_sidecar) -> None:
     """`shutdown` is answered {"ok": true} as the last line out, then the process exits 0."""
-    sidecar = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, api_key=KEY)
-    batch = with_uuids(numbered(2))
+    sidecar = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, api_key=TEST_KEY)
+    batch = numbered(2, with_uuids=True)
     send(sidecar, batch)
     assert sidecar.call("shutdown") == {"jsonrpc": "2.0", "result": {"ok": True}, "id": 2}
     assert sidecar.wait() == 0, sidecar.stderr
@@ -101,7 +94,7 @@ def test_shutdown_answers_ok_then_exits_0(offline_port, data_dir, spawn_sidecar)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_exits_0(offline_port, data_dir, spawn_sidecar, signum: signal.Signals) -> None:
     """SIGTERM and SIGINT each make the process exit 0 with its queue kept on disk."""
-    sidecar = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, api_key=KEY)
+    sidecar = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, api_key=TEST_KEY)
     send(sidecar, numbered(2))
     sidecar.process.send_signal(signum)
     assert sidecar.wait() == 0, sidecar.stderr
@@ -115,11 +108,11 @@ def test_signal_exits_0(offline_port, data_dir, spawn_sidecar, signum: signal.Si
 def test_counters_persist_across_restarts(capture, offline_port, spawn_sidecar) -> None:
     """delivered and the dropped counters keep their values across restarts."""
     first = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, "--max-queue", "2",
-                          api_key=KEY)
+                          api_key=TEST_KEY)
     send(first, numbered(5))  # 3 pushed out by the queue bound
     finish(first)
 
-    second = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=KEY)
+    second = spawn_sidecar(capture.url, *FAST_RETRIES, api_key=TEST_KEY)
     poison = event("poison", properties={"$cookieless_mode": "yes"})
     send(second, [poison])
     assert second.result("ph_flush", {"timeout": GUARD_S})["queued"] == 0
@@ -129,7 +122,7 @@ def test_counters_persist_across_restarts(capture, offline_port, spawn_sidecar) 
     assert status["dropped"]["overflow"] == 3
     assert status["dropped"]["rejected"] == 1
 
-    third = spawn_sidecar(capture.url, api_key=KEY)
+    third = spawn_sidecar(capture.url, api_key=TEST_KEY)
     restarted = third.result("ph_status")
     finish(third)
     assert restarted["delivered"] == 2
@@ -143,14 +136,14 @@ def test_counters_persist_across_restarts(capture, offline_port, spawn_sidecar) 
 def test_leases_of_a_killed_process_are_taken_back_at_start(capture, spawn_sidecar) -> None:
     """A SIGKILLed process's leases are taken back by the next start, which delivers the events."""
     capture.script(Hang())
-    batch = with_uuids(numbered(3))
-    first = spawn_sidecar(capture.url, api_key=KEY)
+    batch = numbered(3, with_uuids=True)
+    first = spawn_sidecar(capture.url, api_key=TEST_KEY)
     send(first, batch)
     hung = capture.wait_for_requests(1, timeout=GUARD_S)[0]
     assert [e["uuid"] for e in batch_of(hung)] == [e["uuid"] for e in batch]
     first.kill()
 
-    second = spawn_sidecar(capture.url, api_key=KEY)
+    second = spawn_sidecar(capture.url, api_key=TEST_KEY)
     delivered = capture.wait_for_events(3, timeout=GUARD_S)
     finish(second)
 
@@ -161,11 +154,11 @@ def test_leases_of_a_killed_process_are_taken_back_at_start(capture, spawn_sidec
 def test_clean_exit_mid_request_hands_the_leases_back(capture, spawn_sidecar) -> None:
     """A process leaving mid-request hands its leases to a live process on the same folder."""
     capture.script(Hang())
-    batch = with_uuids(numbered(3))
-    leaving = spawn_sidecar(capture.url, api_key=KEY)
+    batch = numbered(3, with_uuids=True)
+    leaving = spawn_sidecar(capture.url, api_key=TEST_KEY)
     send(leaving, batch)
     capture.wait_for_requests(1, timeout=GUARD_S)
-    staying = spawn_sidecar(capture.url, api_key=KEY)
+    staying = spawn_sidecar(capture.url, api_key=TEST_KEY)
     assert staying.result("ph_status")["queued"] == 3  # started while the leases were live
     finish(leaving)
 
@@ -181,13 +174,13 @@ def test_request_on_the_wire_at_exit_is_answered_not_resent(
 ) -> None:
     """A request in flight when stdin closes gets its answer: no resend at the next start."""
     capture.script(Delay(0.2))
-    batch = with_uuids(numbered(3))
-    leaving = spawn_sidecar(capture.url, api_key=KEY)
+    batch = numbered(3, with_uuids=True)
+    leaving = spawn_sidecar(capture.url, api_key=TEST_KEY)
     send(leaving, batch)
     capture.wait_for_arrivals(1, timeout=GUARD_S)  # on the wire, answer not yet sent
     finish(leaving)
 
-    again = spawn_sidecar(capture.url, api_key=KEY)
+    again = spawn_sidecar(capture.url, api_key=TEST_KEY)
     status = again.result("ph_status")
     finish(again)
 
@@ -200,8 +193,8 @@ def test_request_on_the_wire_at_exit_is_answered_not_resent(
 def test_two_processes_on_one_folder_never_send_an_event_twice(capture, spawn_sidecar) -> None:
     """Two processes on one folder deliver concurrently without sending any uuid twice."""
     args = (*FAST_RETRIES, "--batch-size", "7")
-    left = spawn_sidecar(capture.url, *args, api_key=KEY)
-    right = spawn_sidecar(capture.url, *args, api_key=KEY)
+    left = spawn_sidecar(capture.url, *args, api_key=TEST_KEY)
+    right = spawn_sidecar(capture.url, *args, api_key=TEST_KEY)
     for round_ in range(6):
         send(left, numbered(20, start=1000 * round_))
         send(right, numbered(20, start=1000 * round_ + 500))
@@ -262,7 +255,7 @@ def test_api_keys_never_reach_stdout_or_stderr(capture, offline_port, spawn_side
 def test_stdout_carries_only_json_rpc_responses(offline_port, spawn_sidecar) -> None:
     """Whatever comes in, every stdout line is ASCII JSON holding only JSON-RPC 2.0 responses."""
     sidecar = spawn_sidecar(offline_url(offline_port), *FAST_RETRIES, "--log-level", "debug",
-                            api_key=KEY)
+                            api_key=TEST_KEY)
     sidecar.send_raw(b"this is not json\n")
     assert sidecar.response_to(None)["error"]["code"] == -32700
     sidecar.send({"jsonrpc": "2.0", "method": "ph_status"})  # a notification: no answer
@@ -313,7 +306,7 @@ def test_stray_output_inside_the_process_goes_to_stderr(offline_port, spawn_side
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(STRAY_HOOK)
     sidecar = spawn_sidecar(
-        offline_url(offline_port), "--log-level", "debug", api_key=KEY,
+        offline_url(offline_port), "--log-level", "debug", api_key=TEST_KEY,
         env={"PYTHONPATH": str(hooks)},
     )
     assert sidecar.result("ping") == {"version": __version__}
@@ -329,7 +322,7 @@ def test_stray_output_inside_the_process_goes_to_stderr(offline_port, spawn_side
 
 def test_database_is_private(capture, data_dir, spawn_sidecar) -> None:
     """The data folder the sidecar creates is 0700 and its database files 0600."""
-    sidecar = spawn_sidecar(capture.url, api_key=KEY)
+    sidecar = spawn_sidecar(capture.url, api_key=TEST_KEY)
     send(sidecar, numbered(1))
     capture.wait_for_events(1, timeout=GUARD_S)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

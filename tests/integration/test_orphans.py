@@ -13,16 +13,14 @@ import shlex
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import numbered
 
-from sidecar.client import SidecarProcess, sidecar_command
+from sidecar_dev.driver import SidecarProcess, sidecar_command
+from sidecar_dev.harness import TEST_KEY, numbered, wait_until
 
-KEY = "phc_test_key_1"
 GUARD_S = 20.0  # hang guard: the watch polls every second and shutdown takes well under 2 s
 # A launcher that stays in front of its command, as a shell wrapper or process manager would.
 LAUNCHER = "import subprocess, sys; subprocess.run(sys.argv[1:])"
@@ -60,10 +58,9 @@ def kill_direct_child_and_wait(sidecar: SidecarProcess) -> list[psutil.Process]:
 
 
 def wait_for_stderr_end(sidecar: SidecarProcess) -> str:
-    """Everything the process tree wrote to stderr (the pipe closes once all of it is gone)."""
-    deadline = time.monotonic() + GUARD_S
-    while "stopped" not in sidecar.stderr and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """Everything the process tree logged, once the shutdown's last line ("stopped") is there."""
+    wait_until(lambda: "stopped" in sidecar.stderr, "the end of the shutdown cascade", GUARD_S,
+               explain=lambda: sidecar.stderr)
     return sidecar.stderr
 
 
@@ -73,12 +70,11 @@ def test_source_sidecar_exits_when_its_launcher_is_killed(
     """`python -m sidecar` behind a SIGKILLed launcher notices, stops cleanly and keeps events."""
     command = [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "sidecar"]
     monkeypatch.setenv("SIDECAR_COMMAND", shlex.join(command))
-    sidecar = SidecarProcess(data_dir, f"http://127.0.0.1:{offline_port}", api_key=KEY)
-    result = sidecar.result("ph_send_batch", {"batch": numbered(3)})
-    assert result["accepted"] == 3
-
-    assert kill_direct_child_and_wait(sidecar) == []
-    stderr = wait_for_stderr_end(sidecar)
+    with SidecarProcess(data_dir, f"http://127.0.0.1:{offline_port}", api_key=TEST_KEY) as sidecar:
+        result = sidecar.result("ph_send_batch", {"batch": numbered(3)})
+        assert result["accepted"] == 3
+        assert kill_direct_child_and_wait(sidecar) == []
+        stderr = wait_for_stderr_end(sidecar)
     assert "parent process" in stderr and "is gone; stopping" in stderr, stderr
     assert "stopped" in stderr, stderr  # the end of the shutdown cascade: the store was closed
     assert queued_count(data_dir) == 3
@@ -87,14 +83,13 @@ def test_source_sidecar_exits_when_its_launcher_is_killed(
 @pytest.mark.skipif(frozen_binary() is None, reason="set SIDECAR_COMMAND to the frozen binary")
 def test_frozen_sidecar_exits_when_its_bootloader_is_killed(offline_port, data_dir) -> None:
     """SIGKILL of the one-file bootloader leaves no process of the binary, nor its files."""
-    sidecar = SidecarProcess(data_dir, f"http://127.0.0.1:{offline_port}", api_key=KEY)
-    result = sidecar.result("ph_send_batch", {"batch": numbered(3)})
-    assert result["accepted"] == 3
-    (program,) = psutil.Process(sidecar.process.pid).children(recursive=True)
-    unpacked = program.environ().get("_PYI_APPLICATION_HOME_DIR")
-
-    assert kill_direct_child_and_wait(sidecar) == []
-    stderr = wait_for_stderr_end(sidecar)
+    with SidecarProcess(data_dir, f"http://127.0.0.1:{offline_port}", api_key=TEST_KEY) as sidecar:
+        result = sidecar.result("ph_send_batch", {"batch": numbered(3)})
+        assert result["accepted"] == 3
+        (program,) = psutil.Process(sidecar.process.pid).children(recursive=True)
+        unpacked = program.environ().get("_PYI_APPLICATION_HOME_DIR")
+        assert kill_direct_child_and_wait(sidecar) == []
+        stderr = wait_for_stderr_end(sidecar)
     # Linux: the kernel's parent-death signal; elsewhere the parent watch.
     assert "received SIGTERM" in stderr or "is gone; stopping" in stderr, stderr
     assert "stopped" in stderr, stderr

@@ -8,7 +8,6 @@ hang guards, never timing assertions.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import threading
@@ -17,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import event
 
 from sidecar import __version__
 from sidecar.capture_server import CaptureServer, Hang
-from sidecar.client import READ_TIMEOUT_S, SidecarProcess, sidecar_command
+from sidecar_dev.driver import (
+    READ_TIMEOUT_S,
+    SidecarProcess,
+    sidecar_command,
+    sidecar_environment,
+)
+from sidecar_dev.harness import TEST_KEY, event, proc_status_kib
 
-API_KEY = "phc_test_key_1"
 MIB = 1024 * 1024
 # Peak memory the process may add while it receives a 17 MiB line. The decoder may keep up to
 # 16 MiB of it; holding the line whole (and decoding it) would take several times that.
@@ -98,32 +101,14 @@ def assert_clean_exit(proc: SidecarProcess) -> None:
     """Close stdin: the process exits 0, logged no traceback and never showed the key."""
     assert proc.stop() == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert API_KEY not in proc.stderr
-    assert API_KEY.encode() not in proc.stdout
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """The test's environment without POSTHOG_* (as SidecarProcess builds it), plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
-    env["NO_PROXY"] = "127.0.0.1,localhost"
-    env.update(values)
-    return env
+    assert TEST_KEY not in proc.stderr
+    assert TEST_KEY.encode() not in proc.stdout
 
 
 def peak_rss_growth(pid: int, before_kib: int) -> int | None:
     """Bytes the process's peak RSS rose above `before_kib`, or None without /proc."""
-    peak = _proc_status_kib(pid, "VmHWM")
+    peak = proc_status_kib(pid, "VmHWM")
     return None if peak is None else (peak - before_kib) * 1024
-
-
-def _proc_status_kib(pid: int, field: str) -> int | None:
-    path = Path(f"/proc/{pid}/status")
-    if "SIDECAR_COMMAND" in os.environ or not path.exists():
-        return None  # a wrapper's pid, or no procfs: nothing to measure
-    for line in path.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
@@ -150,9 +135,9 @@ def _module_offline_host() -> Iterator[str]:
 
 @pytest.fixture
 def spawn(spawn_sidecar: Spawn) -> Spawn:
-    """`spawn_sidecar` with the api key API_KEY unless one is given."""
+    """`spawn_sidecar` with the api key TEST_KEY unless one is given."""
 
-    def start(host: str, *args: str, api_key: str | None = API_KEY, **kw: Any) -> SidecarProcess:
+    def start(host: str, *args: str, api_key: str | None = TEST_KEY, **kw: Any) -> SidecarProcess:
         return spawn_sidecar(host, *args, api_key=api_key, **kw)
 
     return start
@@ -163,17 +148,12 @@ def offline_sidecar(
     tmp_path_factory: pytest.TempPathFactory, _module_offline_host: str
 ) -> Iterator[SidecarProcess]:
     """One offline sidecar holding two queued events, shared by the bad-input cases."""
-    proc = SidecarProcess(
-        tmp_path_factory.mktemp("bad-input") / "data", _module_offline_host, api_key=API_KEY
-    )
-    try:
+    folder = tmp_path_factory.mktemp("bad-input") / "data"
+    with SidecarProcess(folder, _module_offline_host, api_key=TEST_KEY) as proc:
         answer = proc.result("ph_send_batch", {"batch": [event(), event("second")]})
         assert answer["accepted"] == 2 and answer["queued"] == 2, answer
         yield proc
         assert_clean_exit(proc)
-    finally:
-        if proc.process.poll() is None:
-            proc.kill()
 
 
 # ---- one bad line at a time ---------------------------------------------------------------------
@@ -278,7 +258,7 @@ def test_no_api_key_anywhere_stores_nothing(spawn: Spawn, offline_host: str) -> 
     assert "api_key" in error["data"]
     assert_pong(proc)
     assert queued(proc) == 0
-    answer = proc.result("ph_send_batch", {"batch": [event()], "api_key": API_KEY})
+    answer = proc.result("ph_send_batch", {"batch": [event()], "api_key": TEST_KEY})
     assert answer == {"accepted": 1, "rejected": [], "queued": 1}
     assert_clean_exit(proc)
 
@@ -290,7 +270,7 @@ def test_oversized_line_gets_one_error_then_resyncs(spawn: Spawn, offline_host: 
     """A 17 MiB line: one -32600 (id null), bounded memory, and the next line is answered."""
     proc = spawn(offline_host)
     assert proc.result("ph_send_batch", {"batch": [event()]})["queued"] == 1
-    rss_before = _proc_status_kib(proc.process.pid, "VmRSS")
+    rss_before = proc_status_kib(proc.process.pid, "VmRSS")
     chunk = b"a" * MIB
     proc.send_raw(b'"')
     for _ in range(17):
@@ -611,7 +591,7 @@ def test_environment_api_key_is_used(spawn: Spawn, capture: CaptureServer) -> No
 
 def test_environment_host_is_used(data_dir: Path) -> None:
     """POSTHOG_HOST sets the capture host when --host is not given."""
-    env = clean_env(POSTHOG_HOST="us", POSTHOG_API_KEY=API_KEY)
+    env = sidecar_environment({"POSTHOG_HOST": "us", "POSTHOG_API_KEY": TEST_KEY})
     lines = rpc("ph_status", id_=1) + rpc("ph_send_batch", {"batch": []}, id_=2)
     done = subprocess.run(
         [*sidecar_command(), "--data-dir", str(data_dir)],
