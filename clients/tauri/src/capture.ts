@@ -18,6 +18,14 @@ import { uuidv7 } from "./uuid.js";
 export interface BatchSink {
   sendBatch(batch: PostHogEvent[], options?: { apiKey?: string }): Promise<SendBatchResult>;
   on(name: "spawn", listener: (payload: { pid: number }) => void): () => void;
+  /**
+   * The sink's lifecycle state, as `TelemetrySidecar.state` names it; `"stopped"` means no
+   * process is running and none is coming until the app starts one (closed, could not be started,
+   * exit code 2, restarts given up). A sink that has it also emits `"state"` through `on` when it
+   * changes, as `TelemetrySidecar` does. Optional: a sink without it is taken to come back after
+   * any failure.
+   */
+  readonly state?: string;
 }
 
 /** Why events left the queue without being accepted. */
@@ -145,13 +153,23 @@ export class TelemetryCapture {
   capture(event: string, properties?: Record<string, unknown>, options: CaptureEventOptions = {}): void {
     if (this.#disposed) throw new Error("capture() after dispose()");
     const timestamp = options.timestamp ?? new Date();
-    this.#queue.push({
+    this.enqueue({
       event,
       distinct_id: options.distinctId ?? this.#distinctId,
       properties: { ...this.#properties, ...properties },
       uuid: uuidv7(),
       timestamp: typeof timestamp === "string" ? timestamp : timestamp.toISOString(),
     });
+  }
+
+  /**
+   * Queue an event that is already complete, as it is: no `properties` merged, its own `uuid`,
+   * `timestamp` and `distinct_id` kept (e.g. an event another library built). It goes out with
+   * the next batch.
+   */
+  enqueue(event: PostHogEvent): void {
+    if (this.#disposed) throw new Error("enqueue() after dispose()");
+    this.#queue.push(event);
     if (this.#queue.length > this.#maxQueueSize) {
       const dropped = this.#queue.splice(0, this.#queue.length - this.#maxQueueSize);
       this.#onDrop(dropped, { kind: "overflow" });
