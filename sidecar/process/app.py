@@ -18,14 +18,14 @@ import trio
 from sidecar import __version__
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
-from sidecar.process.methods import EARLIER_LINES_DONE, METHODS, SLOW_METHODS, Services
+from sidecar.process.methods import METHODS, Services
 from sidecar.process.parent import watch_parent
 from sidecar.process.stdio import READ_CHUNK
 from sidecar.process.waits import cancel_when_set
 from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import StorageUnavailable
 from sidecar.wire.framing import Frame, LineDecoder
-from sidecar.wire.rpc import Dispatcher, Parsed, parse_line
+from sidecar.wire.rpc import Dispatcher, Lane, Parsed, Turn, parse_line
 
 if TYPE_CHECKING:
     import httpx
@@ -76,7 +76,7 @@ async def run(
     sender = Sender(config, store, lambda: _make_transport(config.host, transport))
     try:
         services = Services(config, store, sender, stopping, remember_secret)
-        dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)
+        dispatcher = Dispatcher(METHODS, services)
         send_out, receive_out = trio.open_memory_channel[bytes](OUTBOUND_BUFFER)
         async with trio.open_nursery() as nursery:
             writer_done = trio.Event()
@@ -102,17 +102,19 @@ async def run(
 
 async def serve_lines(
     stdin: trio.abc.ReceiveStream,
-    dispatcher: Dispatcher,
+    dispatcher: Dispatcher[Services],
     send_out: trio.MemorySendChannel[bytes],
     stopping: trio.Event,
 ) -> None:
     """Read request lines until EOF or a stop, answer each, then close the outbound channel.
 
-    Lines are answered in the order they came, one after the other, with two exceptions. A
-    slow call (`ph_flush`) runs beside the lines after it. And consecutive `ph_send_batch`
-    lines overlap: each validates its events while the one before it is being written to
-    the queue, then waits its turn (`EARLIER_LINES_DONE`) to write and to answer. The queue
-    and the answers keep the order of the lines, while JSON work and SQLite work run at once.
+    Each line is ordered by its lane (`rpc.Lane`, from the method table). Lines are answered in
+    the order they came, one after the other, with two exceptions. A `BESIDE` line
+    (`ph_flush`) runs beside the lines after it. And consecutive `OVERLAPPING` lines
+    (`ph_send_batch`) overlap: each validates its events while the one before it is being
+    written to the queue, then waits its turn (the `Turn` its call is handed) to write and to
+    answer. The queue and the answers keep the order of the lines, while JSON work and SQLite
+    work run at once.
     """
     decoder = LineDecoder()
     async with send_out, trio.open_nursery() as calls:
@@ -137,7 +139,10 @@ class _LineHandler:
     """Answers lines in order (see `serve_lines`); calls run in `calls`, a nursery."""
 
     def __init__(
-        self, dispatcher: Dispatcher, send_out: trio.MemorySendChannel[bytes], calls: trio.Nursery
+        self,
+        dispatcher: Dispatcher[Services],
+        send_out: trio.MemorySendChannel[bytes],
+        calls: trio.Nursery,
     ) -> None:
         self._dispatcher = dispatcher
         self._send_out = send_out
@@ -150,16 +155,19 @@ class _LineHandler:
     async def handle(self, frame: Frame) -> None:
         """Answer one line, or start answering it; returns when the next line may be read."""
         parsed = parse_line(frame)
-        if isinstance(parsed, Parsed) and _overlaps(parsed):
+        if not isinstance(parsed, Parsed):  # the error line owed instead, sent in order
+            await self._earlier_done.wait()
+            await self._send_out.send(parsed)
+            return
+        lane = self._dispatcher.lane(parsed)
+        if lane is Lane.OVERLAPPING:
             await self._overlapping.acquire()
             done = trio.Event()
             self._calls.start_soon(self._answer_in_turn, parsed, self._earlier_done, done)
             self._earlier_done = done
             return
         await self._earlier_done.wait()
-        if not isinstance(parsed, Parsed):
-            await self._send_out.send(parsed)
-        elif self._dispatcher.is_slow(parsed):
+        if lane is Lane.BESIDE:
             await self._slow_calls.acquire()
             self._calls.start_soon(self._answer_later, parsed, self._send_out.clone())
         else:
@@ -169,8 +177,7 @@ class _LineHandler:
 
     async def _answer_in_turn(self, parsed: Parsed, earlier: trio.Event, done: trio.Event) -> None:
         try:
-            EARLIER_LINES_DONE.set(earlier)  # in this task's own context
-            response = await self._dispatcher.respond(parsed)
+            response = await self._dispatcher.respond(parsed, Turn(earlier))
             await earlier.wait()
             if response is not None:
                 await self._send_out.send(response)
@@ -186,11 +193,6 @@ class _LineHandler:
                     await out.send(response)
             finally:
                 self._slow_calls.release()
-
-
-def _overlaps(parsed: Parsed) -> bool:
-    """A lone `ph_send_batch` request (not in a JSON-RPC batch): it may overlap its neighbours."""
-    return isinstance(parsed.body, dict) and parsed.body.get("method") == "ph_send_batch"
 
 
 async def write_lines(

@@ -1,42 +1,136 @@
 """JSON-RPC 2.0 dispatch for one line of input, trio-correct and free of I/O.
 
-jsonrpcserver parses, validates, binds params, calls methods and shapes responses. Its own
-`async_dispatch` gathers a batch with `asyncio.gather`, which cannot run under trio, so this
-module drives the library's per-request pipeline (`async_dispatcher.dispatch_request`, which
-only awaits the method) itself, one request after another. It also checks each member of a
-batch on its own, as the JSON-RPC spec asks, where the library would refuse the whole batch.
+jsonrpcserver parses, validates, binds params, calls methods and shapes responses, and this
+module is the only one that touches it: methods return `success(...)` or `invalid_params(...)`
+and raise `CallError`, all defined here. The library's public dispatchers (`async_dispatch`
+and friends) gather a batch with `asyncio.gather`, which cannot run under trio, and its public
+sync ones cannot await a method; so this module drives the per-request pipeline they are built
+from (`async_dispatcher.dispatch_request`, which only awaits the method, then
+`dispatcher.to_response` and `response.to_serializable_one`), one request after another. Those
+modules are not the library's documented API, which is why pyproject.toml pins its exact
+version. This module also checks each member of a batch on its own, as the JSON-RPC spec asks,
+where the library would refuse the whole batch.
+
+Each method has a `Lane`, written next to it in the table the app builds (`Method`), which says
+how its line is ordered against the lines around it; `Dispatcher.lane` reads it, and a call
+gets its place in line order as an argument (`Call.turn`).
 
 Errors reach the wire here and only here.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
 import logging
 import math
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeAlias, TypeVar
 
+import trio
+from jsonrpcserver import InvalidParams, JsonRpcError, Success
+from jsonrpcserver import Result as _Result
 from jsonrpcserver.async_dispatcher import dispatch_request
-from jsonrpcserver.codes import ERROR_INVALID_REQUEST, ERROR_PARSE_ERROR
 from jsonrpcserver.dispatcher import create_request, to_response
-from jsonrpcserver.methods import Methods
 from jsonrpcserver.response import to_serializable_one
-from jsonrpcserver.sentinels import NOID
 
 from sidecar.wire import fastjson
 from sidecar.wire.framing import OversizedLine
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
+Result: TypeAlias = _Result
+"""What a handler returns: `success(...)` or `invalid_params(...)`."""
 
+# The codes JSON-RPC 2.0 defines, and the one of ours the contract adds.
+ERROR_PARSE_ERROR = -32700
+ERROR_INVALID_REQUEST = -32600
 ERROR_STORAGE_UNAVAILABLE = -32001
 # Requests in one JSON-RPC batch line. Each member may be a ph_send_batch whose answer lists up
-# to 10,000 rejections (~0.5 MB of JSON, ~4 MB while built), and a batch is answered in one
-# line: unbounded, a 2 MiB line of a million junk members made a 115 MB answer, took 620 MB
-# and stalled the loop for 15 s (a 16 MiB line, eight times that).
+# to 10,000 rejections (about 0.5 MB of JSON, several times that while built), and a batch is
+# answered in one line, so the bound keeps one line's answer, and the time the loop spends
+# building it, small.
 MAX_BATCH_REQUESTS = 32
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
+
+
+class Lane(enum.Enum):
+    """How a line is ordered against the lines before and after it.
+
+    Whatever the lane, the queue sees the lines' writes, and the app sees their answers, in
+    the order the lines came, except that a `BESIDE` line is answered when it is done.
+    """
+
+    IN_ORDER = "in order"
+    """Starts once every earlier line is answered; the next line waits for its answer."""
+
+    OVERLAPPING = "overlapping"
+    """A lone request that starts at once, beside the earlier lines still running, and waits
+    for them (`Turn.wait`) before it touches shared state and before it is answered. Only a
+    line that is one request takes this lane; in a JSON-RPC batch the method runs in order."""
+
+    BESIDE = "beside"
+    """May wait a long time: starts once every earlier line is answered, then runs beside the
+    later lines and is answered when it is done. A batch line with such a member takes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One row of the method table: the handler and its line's `Lane`.
+
+    The handler is `async (call: Call[C], **params) -> Result`; params are bound by name or
+    position as jsonrpcserver does, and a missing or unknown one answers -32602 naming it.
+    """
+
+    handler: Callable[..., Awaitable[Result]]
+    lane: Lane = Lane.IN_ORDER
+
+
+class Turn:
+    """A call's place in line order: `wait` returns once every earlier line is done."""
+
+    __slots__ = ("_earlier",)
+
+    def __init__(self, earlier: trio.Event | None = None) -> None:
+        """`earlier` is set when the lines before this one are done; None: they are."""
+        self._earlier = earlier
+
+    async def wait(self) -> None:
+        """Return once every earlier line is done (at once when they already were)."""
+        if self._earlier is not None:
+            await self._earlier.wait()
+
+
+IN_TURN = Turn()
+"""The turn of a line that starts only once every earlier line is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[C]):
+    """What a handler gets as its first argument: the app's context and the call's turn."""
+
+    context: C
+    turn: Turn
+
+
+class CallError(JsonRpcError):
+    """Raised by a handler to answer with this error: `CallError(code, message, data)`."""
+
+    def __init__(self, code: int, message: str, data: object) -> None:
+        """An error answer with a `data` that says what went wrong."""
+        super().__init__(code, message, data)
+
+
+def success(value: object) -> Result:
+    """A handler's answer: `value` is the result."""
+    return Success(value)
+
+
+def invalid_params(data: str) -> Result:
+    """A handler's answer: -32602, with `data` naming the param and saying what is wrong."""
+    return InvalidParams(data)
 
 
 def encode(message: object) -> bytes:
@@ -137,30 +231,48 @@ def parse_line(frame: bytes | OversizedLine) -> Parsed | bytes:
     return Parsed(body)
 
 
-class Dispatcher:
+class Dispatcher(Generic[C]):
     """Calls methods for parsed lines and returns response lines (None when nothing is owed)."""
 
-    def __init__(
-        self, methods: Methods, context: object, *, slow_methods: Collection[str] = ()
-    ) -> None:
-        """`context` is passed to every method as its first argument."""
-        self._methods = methods
+    def __init__(self, methods: Mapping[str, Method], context: C) -> None:
+        """`methods` is the method table by name; `context` goes to every call (`Call`)."""
+        self._lanes = {name: method.lane for name, method in methods.items()}
+        self._beside = frozenset(
+            name for name, method in methods.items() if method.lane is Lane.BESIDE
+        )
+        self._handlers = {name: method.handler for name, method in methods.items()}
         self._context = context
-        self._slow = frozenset(slow_methods)
+        # jsonrpcserver binds params with `inspect.signature(handler).bind(...)` on every call,
+        # and `inspect.signature` returns a function's `__signature__` when one is set: each
+        # handler carries its own, built once, instead of one built per call.
+        for handler in self._handlers.values():
+            handler.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
 
-    def is_slow(self, parsed: Parsed) -> bool:
-        """Whether the line may wait a long time (and so should not hold up the lines after it)."""
-        return not self._slow.isdisjoint(parsed.method_names())
-
-    async def respond(self, parsed: Parsed) -> bytes | None:
-        """Run the line's request(s) in order and encode what is owed back."""
+    def lane(self, parsed: Parsed) -> Lane:
+        """The lane of the line: its method's for one request; for a JSON-RPC batch, `BESIDE`
+        when a member calls a `BESIDE` method and `IN_ORDER` otherwise."""
         if isinstance(parsed.body, dict):
-            answer = await self._one(parsed.body)
-            return None if answer is None else encode(answer)
-        answers = [a for a in [await self._one(item) for item in parsed.body] if a is not None]
-        return encode(answers) if answers else None
+            name = parsed.body.get("method")
+            return self._lanes.get(name, Lane.IN_ORDER) if isinstance(name, str) else Lane.IN_ORDER
+        if self._beside.isdisjoint(parsed.method_names()):
+            return Lane.IN_ORDER
+        return Lane.BESIDE
 
-    async def _one(self, item: object) -> dict[str, Any] | None:
+    async def respond(self, parsed: Parsed, turn: Turn = IN_TURN) -> bytes | None:
+        """Run the line's request(s) in order and encode what is owed back.
+
+        `turn` is handed to every call of the line; the default is for a line that starts once
+        every earlier line is done.
+        """
+        call = Call(self._context, turn)
+        if isinstance(parsed.body, dict):
+            answer = await self._one(parsed.body, call)
+            return None if answer is None else encode(answer)
+        answers = [await self._one(item, call) for item in parsed.body]
+        owed = [answer for answer in answers if answer is not None]
+        return encode(owed) if owed else None
+
+    async def _one(self, item: object, call: Call[C]) -> dict[str, Any] | None:
         problem = request_problem(item)
         if problem is not None:
             id_ = item.get("id") if isinstance(item, dict) and _valid_id(item.get("id")) else None
@@ -175,8 +287,8 @@ class Dispatcher:
             }
         assert isinstance(item, dict)
         request = create_request(item)
-        request, result = await dispatch_request(self._methods, self._context, request)
-        if request.id is NOID:
+        request, result = await dispatch_request(self._handlers, call, request)
+        if "id" not in item:  # a notification: it ran, nothing is owed
             return None
         serializable = to_serializable_one(to_response(request, result))
         assert isinstance(serializable, dict)

@@ -42,10 +42,10 @@ from hypothesis import strategies as st
 from sidecar import __version__
 from sidecar.capture_server import CaptureServer
 from sidecar.process.config import Config
-from sidecar.process.methods import METHODS, SLOW_METHODS, Services
+from sidecar.process.methods import METHODS, Services
 from sidecar.queue.astore import AsyncStore
 from sidecar.wire.framing import LineDecoder, OversizedLine
-from sidecar.wire.rpc import Dispatcher, parse_line
+from sidecar.wire.rpc import Dispatcher, Lane, parse_line
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "300"))
 RANDOM_LINES = int(os.environ.get("HOSTILE_RANDOM_LINES", "1500"))
@@ -122,7 +122,7 @@ class InProcess:
         await self.store.open()
         services = Services(self.config, self.store, StubSender(), trio.Event(),  # type: ignore[arg-type]
                             self.secrets.append)
-        self.dispatcher = Dispatcher(METHODS, services, slow_methods=SLOW_METHODS)
+        self.dispatcher = Dispatcher(METHODS, services)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -242,7 +242,8 @@ def _is_flush(line: bytes) -> bool:
         return False
     items = body if isinstance(body, list) else [body]
     return any(isinstance(i, dict) and isinstance(i.get("method"), str)
-               and i["method"] in SLOW_METHODS for i in items)
+               and i["method"] in METHODS and METHODS[i["method"]].lane is Lane.BESIDE
+               for i in items)
 
 
 def _port_holder() -> tuple[Any, int]:

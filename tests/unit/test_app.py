@@ -228,10 +228,12 @@ async def test_a_line_that_reaches_the_queue_late_still_goes_before_the_next(
     count = 30
     respond = rpc.Dispatcher.respond
 
-    async def later_lines_first(self: rpc.Dispatcher, parsed: rpc.Parsed) -> bytes | None:
+    async def later_lines_first(
+        self: rpc.Dispatcher[Any], parsed: rpc.Parsed, turn: rpc.Turn = rpc.IN_TURN
+    ) -> bytes | None:
         if isinstance(parsed.body, dict) and isinstance(parsed.body.get("id"), int):
             await trio.sleep((count - parsed.body["id"]) * 0.001)
-        return await respond(self, parsed)
+        return await respond(self, parsed, turn)
 
     monkeypatch.setattr(rpc.Dispatcher, "respond", later_lines_first)
     wire = Wire()
@@ -251,3 +253,24 @@ async def test_a_line_that_reaches_the_queue_late_still_goes_before_the_next(
         names = [json.loads(body)["event"] for (body,) in
                  db.execute("SELECT body FROM ph_event_queue ORDER BY id")]
     assert names == [f"e{i}" for i in range(count)]
+
+
+async def test_a_batch_line_with_a_flush_runs_beside_the_lines_after_it(tmp_path: Path) -> None:
+    """A JSON-RPC batch line holding a ph_flush does not hold up the next line (offline, the
+    flush waits its whole timeout): the ping after it is answered first."""
+    wire = Wire()
+    flush = {"jsonrpc": "2.0", "method": "ph_flush", "params": {"timeout": 3600}, "id": 2}
+    status = {"jsonrpc": "2.0", "method": "ph_status", "id": 1}
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, _offline_transport())
+            batch = [{"event": "e", "distinct_id": "u"}]
+            await wire.to_app.send_all(_line("ph_send_batch", 0, batch=batch))
+            assert (await wire.read_message())["result"]["queued"] == 1
+            await wire.to_app.send_all(
+                json.dumps([status, flush]).encode() + b"\n" + _line("ping", 3)
+            )
+            assert (await wire.read_message())["id"] == 3
+            await wire.to_app.aclose()
+            answers = await wire.read_message()
+    assert [a["id"] for a in answers] == [1, 2]

@@ -7,70 +7,86 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from jsonrpcserver import JsonRpcError, Result, Success
-from jsonrpcserver.methods import Methods
+import trio
+import trio.testing
 
 from sidecar.wire.framing import OversizedLine
 from sidecar.wire.rpc import (
     ERROR_STORAGE_UNAVAILABLE,
+    IN_TURN,
+    Call,
+    CallError,
     Dispatcher,
+    Lane,
+    Method,
     Parsed,
+    Result,
+    Turn,
     encode,
     error_response,
     parse_line,
     request_problem,
+    success,
 )
 
 
 @dataclass
 class Context:
-    """What the test methods see as their first argument; records the calls made."""
+    """What the test methods see as their context; records the calls made."""
 
     calls: list[str] = field(default_factory=list)
 
 
-async def add(ctx: Context, a: int, b: int) -> Result:
+async def add(call: Call[Context], a: int, b: int) -> Result:
     """Return a + b."""
-    ctx.calls.append(f"add {a} {b}")
-    return Success(a + b)
+    call.context.calls.append(f"add {a} {b}")
+    return success(a + b)
 
 
-async def note(ctx: Context, text: str = "") -> Result:
+async def note(call: Call[Context], text: str = "") -> Result:
     """Record `text`; returns null."""
-    ctx.calls.append(f"note {text}")
-    return Success(None)
+    call.context.calls.append(f"note {text}")
+    return success(None)
 
 
-async def echo(ctx: Context, value: object) -> Result:
+async def echo(call: Call[Context], value: object) -> Result:
     """Return `value` unchanged."""
-    ctx.calls.append("echo")
-    return Success(value)
+    call.context.calls.append("echo")
+    return success(value)
 
 
-async def storage_full(ctx: Context) -> Result:
+async def storage_full(call: Call[Context]) -> Result:
     """Fail the way the store does when the disk is full."""
-    ctx.calls.append("storage_full")
-    raise JsonRpcError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", "disk is full")
+    call.context.calls.append("storage_full")
+    raise CallError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", "disk is full")
 
 
-async def buggy(ctx: Context) -> Result:
+async def buggy(call: Call[Context]) -> Result:
     """Fail with a plain exception, as a bug would."""
-    ctx.calls.append("buggy")
+    call.context.calls.append("buggy")
     raise RuntimeError("oops")
 
 
-async def slow(ctx: Context) -> Result:
+async def slow(call: Call[Context]) -> Result:
     """Stand-in for a method that may wait."""
-    return Success("done")
+    return success("done")
 
 
-METHODS: Methods = {
-    "add": add,
-    "note": note,
-    "echo": echo,
-    "storage_full": storage_full,
-    "buggy": buggy,
-    "slow": slow,
+async def in_turn(call: Call[Context], name: str) -> Result:
+    """Record `name` once the call's turn has come, as a store write does."""
+    await call.turn.wait()
+    call.context.calls.append(name)
+    return success(name)
+
+
+METHODS: dict[str, Method] = {
+    "add": Method(add),
+    "note": Method(note),
+    "echo": Method(echo),
+    "storage_full": Method(storage_full),
+    "buggy": Method(buggy),
+    "slow": Method(slow, Lane.BESIDE),
+    "write": Method(in_turn, Lane.OVERLAPPING),
 }
 
 
@@ -389,14 +405,73 @@ def test_encode_is_compact_ascii_line() -> None:
     assert encode({"a": [1, "ü"]}) == b'{"a":[1,"\\u00fc"]}\n'
 
 
-def test_is_slow_looks_at_every_method_of_the_line() -> None:
-    """A line is slow when it calls a slow method, alone or anywhere in a batch."""
-    dispatcher = Dispatcher(METHODS, Context(), slow_methods={"slow"})
-    assert dispatcher.is_slow(parsed(req("slow")))
-    assert dispatcher.is_slow(parsed([req("add", [1, 2]), 7, notif("slow")]))
-    assert not dispatcher.is_slow(parsed(req("add", [1, 2])))
-    assert not dispatcher.is_slow(parsed([req("add", [1, 2]), {"method": 3}, 5]))
-    assert not Dispatcher(METHODS, Context()).is_slow(parsed(req("slow")))
+def test_a_lone_request_takes_its_methods_lane() -> None:
+    """One request is in the lane the table gives its method; an unknown or unreadable method
+    is in order."""
+    dispatcher = Dispatcher(METHODS, Context())
+    assert dispatcher.lane(parsed(req("write", {"name": "x"}))) is Lane.OVERLAPPING
+    assert dispatcher.lane(parsed(notif("slow"))) is Lane.BESIDE
+    assert dispatcher.lane(parsed(req("add", [1, 2]))) is Lane.IN_ORDER
+    assert dispatcher.lane(parsed(req("nope"))) is Lane.IN_ORDER
+    assert dispatcher.lane(parsed({"jsonrpc": "2.0", "method": ["write"], "id": 1})) is (
+        Lane.IN_ORDER
+    )
+
+
+def test_a_batch_line_is_beside_when_a_member_is_and_in_order_otherwise() -> None:
+    """A JSON-RPC batch runs beside later lines when any member's method does; an overlapping
+    method in a batch does not make the batch overlap."""
+    dispatcher = Dispatcher(METHODS, Context())
+    assert dispatcher.lane(parsed([req("add", [1, 2]), 7, notif("slow")])) is Lane.BESIDE
+    assert dispatcher.lane(parsed([req("write", {"name": "x"}), req("add", [1, 2])])) is (
+        Lane.IN_ORDER
+    )
+    assert dispatcher.lane(parsed([req("add", [1, 2]), {"method": 3}, 5])) is Lane.IN_ORDER
+
+
+async def test_a_call_waits_for_the_turn_it_is_handed() -> None:
+    """A call handed a turn whose earlier lines are not done waits in `turn.wait()` until they
+    are; with the default turn it runs at once."""
+    ctx = Context()
+    dispatcher = Dispatcher(METHODS, ctx)
+    earlier_done = trio.Event()
+    answers: list[bytes | None] = []
+
+    async def answer() -> None:
+        answers.append(await dispatcher.respond(parsed(req("write", {"name": "late"})),
+                                                Turn(earlier_done)))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert ctx.calls == []
+            assert await dispatcher.respond(parsed(req("write", {"name": "now"}))) is not None
+            assert ctx.calls == ["now"]
+            earlier_done.set()
+    assert ctx.calls == ["now", "late"]
+    assert answers[0] is not None
+    assert json.loads(answers[0])["result"] == "late"
+
+
+async def test_every_call_of_a_batch_line_gets_the_lines_turn() -> None:
+    """The turn given to a line reaches each of its members' calls."""
+    ctx = Context()
+    earlier_done = trio.Event()
+    line = parsed([req("write", {"name": "a"}, id_=1), req("write", {"name": "b"}, id_=2)])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Dispatcher(METHODS, ctx).respond, line, Turn(earlier_done))
+            await trio.testing.wait_all_tasks_blocked()
+            assert ctx.calls == []
+            earlier_done.set()
+    assert ctx.calls == ["a", "b"]
+
+
+async def test_the_default_turn_is_already_come() -> None:
+    """`IN_TURN` never waits."""
+    with trio.fail_after(5):
+        await IN_TURN.wait()
 
 
 def test_method_names_skips_unreadable_members() -> None:
