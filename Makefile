@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install client-test binary test-frozen bench clean
+.PHONY: demo test lint install client-test webkit-deps binary test-frozen bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check sidecar tests build bench
 	$(BIN)/mypy --strict sidecar build/build.py bench
 
-# Everything CI runs: lint, the TypeScript client's suite, the Python suites from source, then
-# the same process-level suites (Python and TypeScript) against the frozen one-file binary.
-test: lint client-test
+# Everything CI runs: lint, the TypeScript client's suite, the Python suites from source (the
+# WebKit one included), then the same process-level suites (Python, TypeScript and WebKit)
+# against the frozen one-file binary.
+test: lint client-test webkit-deps
 	$(BIN)/pytest -q
 	$(MAKE) test-frozen
 
@@ -31,12 +32,22 @@ client-test: $(BIN)/.installed
 	npm ci --prefix clients/tauri --no-audit --no-fund --loglevel=error
 	npm test --prefix clients/tauri
 
+# tests/webkit: WebKitGTK's WebKitWebDriver and MiniBrowser (Tauri's Linux webview engine) and
+# Xvfb, from Debian, installed only when missing.
+webkit-deps:
+	@if ! command -v WebKitWebDriver >/dev/null 2>&1 || ! command -v Xvfb >/dev/null 2>&1; then \
+	  sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    webkit2gtk-driver xvfb; \
+	fi
+
 binary: $(BIN)/.installed
 	$(BIN)/python build/build.py
 
 FROZEN = "$$PWD/$$($(BIN)/python build/build.py --print-path)"
 test-frozen: binary
-	SIDECAR_COMMAND=$(FROZEN) $(BIN)/pytest -q tests/integration
+	SIDECAR_COMMAND=$(FROZEN) $(BIN)/pytest -q tests/integration tests/webkit
 	SIDECAR_COMMAND=$(FROZEN) npm test --prefix clients/tauri
 
 bench: $(BIN)/.installed
