@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.capture_server import CaptureServer, ReceivedRequest, format_event_line
 from sidecar.client import SidecarProcess
+from sidecar_dev.capture import CaptureServer, ReceivedRequest, format_event_line
 
 DEMO_KEY = "phc_demo_local_key"
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar.capture_server import CaptureServer
+from sidecar_dev.capture import CaptureServer
 
 
 @pytest.fixture

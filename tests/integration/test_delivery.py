@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from sidecar import __version__
-from sidecar.capture_server import (
+from sidecar_dev.capture import (
     CaptureServer,
     DropConnection,
     Hang,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sidecar import __version__
-from sidecar.capture_server import Delay, Hang, ReceivedRequest
+from sidecar_dev.capture import Delay, Hang, ReceivedRequest
 from sidecar_dev.driver import SidecarProcess
 from sidecar_dev.harness import FAST_RETRIES, TEST_KEY, event, n_values, numbered
 

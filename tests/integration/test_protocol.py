@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from sidecar import __version__
-from sidecar.capture_server import CaptureServer, Hang
+from sidecar_dev.capture import CaptureServer, Hang
 from sidecar_dev.driver import (
     READ_TIMEOUT_S,
     SidecarProcess,
