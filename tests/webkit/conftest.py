@@ -17,7 +17,7 @@ import pytest
 from selenium import webdriver
 from webkit_bridge import ShellBridge
 from webkit_harness import (
-    SIDECAR_ARGS,
+    FAST_RETRIES,
     TOKEN,
     CaptureServer,
     Page,
@@ -27,7 +27,7 @@ from webkit_harness import (
     find_webkit,
     page_html,
     sidecar_command,
-    sidecar_env,
+    sidecar_environment,
     start_driver,
     xvfb_display,
 )
@@ -112,10 +112,13 @@ def bridge(capture: CaptureServer, data_dir: Path, page_bundle: Path) -> Iterato
         "captureHost": capture.url,
         "dataDir": str(data_dir),
         "token": TOKEN,
-        "sidecarArgs": list(SIDECAR_ARGS),
+        "sidecarArgs": list(FAST_RETRIES),
     }
     shell = ShellBridge(
-        command=sidecar_command(), env=sidecar_env(), page=page_html(config), bundle=page_bundle
+        command=sidecar_command(),
+        env=sidecar_environment(),
+        page=page_html(config),
+        bundle=page_bundle,
     ).start()
     try:
         yield shell

@@ -18,25 +18,25 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.webdriver.support.ui import WebDriverWait
 from selenium.webdriver.webkitgtk.options import Options
 from selenium.webdriver.webkitgtk.service import Service
 from webkit_bridge import ShellBridge
 
-from sidecar.client import sidecar_command
 from sidecar_dev.capture import CaptureServer, DropConnection
+from sidecar_dev.driver import sidecar_command, sidecar_environment
+from sidecar_dev.harness import FAST_RETRIES, wait_until
 
 __all__ = [
     "CLIENT_DIR",
+    "FAST_RETRIES",
     "PAGE_DIR",
     "ROOT",
-    "SIDECAR_ARGS",
     "TOKEN",
     "CaptureServer",
     "DropConnection",
@@ -49,8 +49,9 @@ __all__ = [
     "page_call",
     "page_html",
     "sidecar_command",
-    "sidecar_env",
+    "sidecar_environment",
     "start_driver",
+    "wait_until",
     "xvfb_display",
 ]
 
@@ -60,8 +61,6 @@ PAGE_DIR = Path(__file__).resolve().parent / "page"
 PAGE_ENTRY = PAGE_DIR / "app.ts"
 TOKEN = "phc_webkit_test"
 """The project token of the page: the sidecar's `--api-key` and posthog-js's token."""
-SIDECAR_ARGS = ("--backoff-base", "0.05", "--backoff-max", "0.2")
-"""Short retry backoffs, so delivery resumes promptly once the capture fake is back online."""
 INSTALL_HINT = "apt-get install webkit2gtk-driver xvfb (make test installs them when missing)"
 
 
@@ -188,17 +187,6 @@ def start_driver(tools: WebKitTools, display: str) -> webdriver.WebKitGTK:
     return driver
 
 
-def sidecar_env() -> dict[str, str]:
-    """The children's environment: nothing that configures the sidecar behind the test's back."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTHOG_", "TELEMETRY_SIDECAR_"))
-    }
-    env["NO_PROXY"] = "127.0.0.1,localhost"
-    return env
-
-
 _CALL = """
 const [name, args, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
 Promise.resolve()
@@ -243,8 +231,16 @@ class Page:
         """Await `window.webkitPage[name](...args)`; its value, or PageError."""
         return page_call(self.driver, name, *args)
 
-    def wait_for(self, what: str, timeout: float, condition: Any) -> Any:
-        """Poll `condition(page)` until truthy and return it; TimeoutException naming `what`."""
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
-            lambda _: condition(self), f"waited {timeout}s for {what}"
-        )
+    def wait_for(self, what: str, timeout: float, condition: Callable[[Page], Any]) -> Any:
+        """Poll `condition(page)` until it returns something truthy, and return that; after
+        `timeout` seconds raise `WaitTimeout` naming `what`, with the page's log."""
+        found: list[Any] = []
+
+        def holds() -> bool:
+            value = condition(self)
+            if value:
+                found.append(value)
+            return bool(value)
+
+        wait_until(holds, what, timeout, explain=lambda: "\n".join(self.call("logs")))
+        return found[-1]
