@@ -16,7 +16,8 @@
  * - with a posthog-js instance to give them to ({@link connectPostHog} passes it), events that
  *   were queued in the webview when the sidecar stopped, that the sidecar refused, that overflowed
  *   the webview queue or were still queued at `dispose()`: they are captured again through
- *   `posthog.capture()` with their `uuid` and `timestamp`, so posthog-js sends them itself.
+ *   `posthog.capture()` with their `uuid` and `timestamp`, and the hook restores their original
+ *   properties, so posthog-js sends them itself as they were.
  *
  * This module imports only types from posthog-js; the package's main entry does not import it.
  */
@@ -140,6 +141,19 @@ function toCaptureArguments(event: PostHogEvent): { properties: Properties; opti
   return { properties: (event.properties ?? {}) as Properties, options };
 }
 
+/**
+ * The event posthog-js built again from a handed-back one, with the original's properties and
+ * person properties, so what posthog-js sends is what the sidecar would have sent.
+ */
+function restoreOriginal(result: CaptureResult, original: PostHogEvent): CaptureResult {
+  result.properties = { ...(original.properties ?? {}) } as Properties;
+  for (const field of ["$set", "$set_once", "$unset"] as const) {
+    if (original[field] === undefined) delete result[field];
+    else (result as unknown as Record<string, unknown>)[field] = original[field];
+  }
+  return result;
+}
+
 /** Raised by the bridge's sink wrapper: the sidecar is stopped, the batch goes back to posthog-js. */
 class SidecarStoppedError extends Error {
   override name = "SidecarStoppedError";
@@ -168,8 +182,11 @@ class Bridge {
   readonly #beforeBatch: () => Promise<void>;
   /** One queue per project token ("" for events without one). */
   readonly #queues = new Map<string, TelemetryCapture>();
-  /** uuids being captured again through posthog-js; the hook lets these through untouched. */
-  readonly #returning = new Set<string>();
+  /**
+   * Events being captured again through posthog-js, by uuid; the hook gives posthog-js back the
+   * original's properties (`capture()` adds its own, e.g. `$event_time_override_provided`).
+   */
+  readonly #returning = new Map<string, PostHogEvent>();
   readonly #cleanups: Array<() => void> = [];
   /** Invariant: true exactly while events go to posthog-js because the sink is stopped. */
   #fallingBack = false;
@@ -212,7 +229,8 @@ class Bridge {
   beforeSend(result: CaptureResult): CaptureResult | null {
     try {
       if (result === null || typeof result !== "object") return result;
-      if (this.#returning.has(result.uuid)) return result;
+      const original = this.#returning.get(result.uuid);
+      if (original !== undefined) return restoreOriginal(result, original);
       if (this.#leave.has(result.event)) return result;
       if (this.#disposed) return result;
       if (this.#sinkStopped()) {
@@ -322,7 +340,7 @@ class Bridge {
     const declined: PostHogEvent[] = [];
     for (const event of events) {
       const uuid = typeof event.uuid === "string" ? event.uuid : undefined;
-      if (uuid !== undefined) this.#returning.add(uuid);
+      if (uuid !== undefined) this.#returning.set(uuid, event);
       let taken = false;
       try {
         const { properties, options } = toCaptureArguments(event);
