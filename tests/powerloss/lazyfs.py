@@ -7,8 +7,9 @@ them all, as a power loss would, leaving in the backing folder only what was syn
     python tests/powerloss/lazyfs.py BACKING MOUNTPOINT
 
 Control is one JSON line per command on stdin, one JSON answer line on stdout:
-``cut`` (drop everything unsynced), ``stats`` (sync calls counted per path since the last
-``reset``), ``reset``; end of stdin unmounts and exits. The first stdout line is
+``cut`` (drop everything unsynced), ``sync`` (make everything durable, as a clean shutdown
+does), ``stats`` (sync calls counted per path since the last ``reset``), ``reset``. End of stdin
+unmounts and exits; whatever is unsynced then is lost, as in a cut. The first stdout line is
 ``{"ready": true}`` once the mount is in place.
 
 The model (stricter than ext4, as POSIX allows):
@@ -274,6 +275,16 @@ class LazyFS(pyfuse3.Operations):
                 change.replaced.durable_parent = change.replaced.durable_name = None
             change.node.durable_parent = change.new_parent
             change.node.durable_name = change.new_name
+
+    def sync_all(self) -> dict[str, Any]:
+        """What a clean shutdown does (syncfs): every change becomes durable, none is counted."""
+        for node in list(self.nodes.values()):
+            if not node.is_dir:
+                self.sync_file(node)
+        for change in self.log:
+            self._apply(change)
+        self.log.clear()
+        return {"synced": True}
 
     def cut(self) -> dict[str, Any]:
         """Power loss: forget every unsynced change and open file; the backing folder is all."""
@@ -594,7 +605,8 @@ def iter_tree(root: str) -> Iterator[tuple[str, bytes | None]]:
 
 async def _control(fs: LazyFS, commands: trio.abc.ReceiveStream) -> None:
     """Answer control lines until stdin ends."""
-    commands_by_name = {"cut": fs.cut, "stats": fs.stats, "reset": fs.reset}
+    commands_by_name = {"cut": fs.cut, "sync": fs.sync_all, "stats": fs.stats,
+                        "reset": fs.reset}
     buffer = b""
     while True:
         chunk = await commands.receive_some(4096)

@@ -113,6 +113,10 @@ class LazyMount:
         """The power goes: every unsynced change is dropped."""
         return self.command("cut")
 
+    def sync_all(self) -> dict[str, Any]:
+        """Everything becomes durable, as at a clean shutdown (not counted as sync calls)."""
+        return self.command("sync")
+
     def syncs(self) -> SyncCounts:
         """Sync calls since the mount or the last `reset_syncs`."""
         answer = self.command("stats")

@@ -171,6 +171,19 @@ def test_directory_changes_become_durable_in_order(mount: LazyMount) -> None:
     assert "d" in tree(mount.backing)
 
 
+def test_full_sync_makes_everything_durable(mount: LazyMount) -> None:
+    """The clean-shutdown command keeps every change, in subfolders too, and counts no sync."""
+    durable_file(mount, "gone", b"G")
+    os.mkdir(mount.mountpoint / "d")
+    write_file(mount.mountpoint / "d" / "f", b"F", create=True)
+    os.unlink(mount.mountpoint / "gone")
+    mount.reset_syncs()
+    mount.sync_all()
+    assert mount.syncs().total == 0
+    mount.cut()
+    assert both_views(mount) == ({"d": None, "d/f": b"F"}, {"d": None, "d/f": b"F"})
+
+
 def test_sqlite_wal_works_and_normal_synchronous_loses_commits(mount: LazyMount) -> None:
     """SQLite runs in WAL mode on the mount (the -shm file is mapped); commits with
     synchronous=FULL survive a cut, and those with NORMAL since the last checkpoint do not."""
