@@ -188,7 +188,7 @@ class Bridge {
    */
   readonly #returning = new Map<string, PostHogEvent>();
   readonly #cleanups: Array<() => void> = [];
-  /** Invariant: true exactly while events go to posthog-js because the sink is stopped. */
+  /** Invariant: true from the report of a stop until the first event the sidecar takes after it. */
   #fallingBack = false;
   #disposed = false;
 
@@ -331,9 +331,14 @@ class Bridge {
     } else {
       this.#log(`${events.length} event(s) not taken by the sidecar (${describeReason(reason)}); posthog-js sends them itself`);
     }
-    // Not inside the hook's own call stack (an overflow happens within before_send): posthog-js
-    // gets them back once the current capture has finished.
-    queueMicrotask(() => this.#handBack(posthog, events, reason));
+    if (reason.kind === "disposed") {
+      // At once, while the hook is still installed to restore their properties.
+      this.#handBack(posthog, events, reason);
+    } else {
+      // Not inside the hook's own call stack (an overflow happens within before_send): posthog-js
+      // gets them back once the current capture has finished.
+      queueMicrotask(() => this.#handBack(posthog, events, reason));
+    }
   }
 
   #handBack(posthog: PostHogCapture, events: PostHogEvent[], reason: DropReason): void {
@@ -462,13 +467,14 @@ export function connectPostHog(
       disposed = true;
       offSpawn();
       for (const restore of restoreMethods) restore();
+      // First, while the hook is installed: the events it still holds go back to posthog-js.
+      hook.dispose();
       const hooks = posthog.config.before_send;
       if (Array.isArray(hooks)) {
         posthog.set_config({ before_send: hooks.filter((fn) => fn !== hook) });
       } else if (hooks === hook) {
         posthog.set_config({ before_send: [] });
       }
-      hook.dispose();
     },
   };
 }

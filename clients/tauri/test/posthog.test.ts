@@ -487,7 +487,8 @@ describe("posthog-js through the sidecar", () => {
     // Proves a clean disconnect: posthog-js is as before, nothing queued is lost.
     const web = await webHost();
     const sink: OptOutSink = { ...recordingSink(), setOptOut: () => Promise.resolve({}) };
-    const mine = recorder([]);
+    const seen: Seen[] = [];
+    const mine = recorder(seen);
     const ph = initPostHog(web.url, { before_send: mine });
     const ownOptOut = Object.prototype.hasOwnProperty.call(ph, "opt_out_capturing");
     const connection = connectPostHog(ph, sink, { flushAt: 100, logger: () => {} });
@@ -498,7 +499,8 @@ describe("posthog-js through the sidecar", () => {
     expect(ph.config.before_send).toEqual([mine]);
     expect(Object.prototype.hasOwnProperty.call(ph, "opt_out_capturing")).toBe(ownOptOut);
     const sent = await web.waitForWebEvents(1);
-    expect(sent.map((e) => e.event)).toEqual(["queued"]);
+    expect(sent.map((e) => [e.event, e.uuid])).toEqual([["queued", seen[0]?.uuid]]);
+    expect(sent[0]?.properties).toEqual(seen[0]?.properties);
   });
 });
 
