@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from sidecar.capture_server import ReceivedRequest
 from sidecar.client import SidecarProcess
+from sidecar_dev.capture import ReceivedRequest
 
 KEY = "phc_reliability_suite_key"
 DB_NAME = "telemetry.db"

@@ -40,12 +40,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar import __version__
-from sidecar.capture_server import CaptureServer
 from sidecar.process.config import Config
 from sidecar.process.methods import METHODS, Services
 from sidecar.queue.astore import AsyncStore
 from sidecar.wire.framing import LineDecoder, OversizedLine
 from sidecar.wire.rpc import Dispatcher, Lane, parse_line
+from sidecar_dev.capture import CaptureServer
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "300"))
 RANDOM_LINES = int(os.environ.get("HOSTILE_RANDOM_LINES", "1500"))
