@@ -12,7 +12,13 @@ import { PostHog, type CaptureResult, type PostHogConfig } from "posthog-js";
 import ts from "typescript";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import type { BatchSink, PostHogEvent, SendBatchResult, TelemetrySidecar } from "../src/index.js";
+import {
+  SidecarUnavailableError,
+  type BatchSink,
+  type PostHogEvent,
+  type SendBatchResult,
+  type TelemetrySidecar,
+} from "../src/index.js";
 import {
   connectPostHog,
   sidecarBeforeSend,
@@ -453,6 +459,65 @@ describe("posthog-js through the sidecar", () => {
     expect(connection.beforeSend.pending).toBe(0);
     expect(h.server.events).toEqual([]);
     expect(lines.filter((line) => line.includes("stopped"))).toHaveLength(1);
+  });
+
+  it("switches to posthog-js when the sidecar is closed and back when it is started again, saying so each time", async () => {
+    // Proves the closed case: events queued at close() and captured while closed go to posthog-js; a restart takes over again.
+    h = await startHarness();
+    const sidecar = h.client();
+    await sidecar.start();
+    const web = await webHost();
+    const seen: Seen[] = [];
+    const { lines, logger } = logLines();
+    const ph = initPostHog(web.url, { before_send: [recorder(seen)] });
+    const connection = connectPostHog(ph, sidecar, { flushAt: 100, logger });
+    cleanups.push(() => connection.dispose());
+    ph.capture("queued at close");
+    await sidecar.close();
+    ph.capture("while closed");
+    const sent = await web.waitForWebEvents(2);
+    // The recorder sees the handed-back event a second time, with the same uuid.
+    const byUuid = new Map(seen.map((s) => [s.uuid, s.event]));
+    expect(byUuid.size).toBe(2);
+    expect(new Map(sent.map((e) => [e.uuid, e.event]))).toEqual(byUuid);
+    expect(connection.beforeSend.pending).toBe(0);
+
+    await sidecar.start();
+    ph.capture("after start");
+    expect(connection.beforeSend.pending).toBe(1);
+    await connection.flush();
+    await sidecar.flush({ timeout: 5 });
+    const received = await h.server.waitForEvents(1);
+    expect(received.map((e) => e.event)).toEqual(["after start"]);
+    expect(web.webEvents).toHaveLength(2);
+    expect(lines.filter((line) => line.includes("stopped"))).toHaveLength(1);
+    expect(lines.filter((line) => line.includes("is back"))).toHaveLength(1);
+  });
+
+  it("gives the oldest events back to posthog-js when the webview queue overflows, and the rest at dispose()", async () => {
+    // Proves maxQueueSize does not lose events while the sidecar is away for long.
+    const web = await webHost();
+    const away: OptOutSink = {
+      sendBatch: () => Promise.reject(new SidecarUnavailableError("away", "restarting")),
+      on: () => () => {},
+      setOptOut: () => Promise.reject(new SidecarUnavailableError("away", "restarting")),
+    };
+    const dropped: PostHogEvent[] = [];
+    const ph = initPostHog(web.url);
+    const connection = connectPostHog(ph, away, {
+      flushAt: 100,
+      maxQueueSize: 2,
+      onDrop: (events) => dropped.push(...events),
+      logger: () => {},
+    });
+    cleanups.push(() => connection.dispose());
+    for (const name of ["first", "second", "third"]) ph.capture(name);
+    const sent = await web.waitForWebEvents(1);
+    expect(sent.map((e) => e.event)).toEqual(["first"]);
+    expect(connection.beforeSend.pending).toBe(2);
+    connection.dispose(); // the other two go back too
+    expect((await web.waitForWebEvents(3)).map((e) => e.event)).toEqual(["first", "second", "third"]);
+    expect(dropped).toEqual([]);
   });
 
   it("gives events back to posthog-js, as they were, when the sink fails", async () => {
