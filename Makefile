@@ -14,11 +14,11 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m sidecar.demo
+	$(BIN)/python -m sidecar_dev.demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check sidecar tests build bench
-	$(BIN)/mypy --strict sidecar build/build.py bench
+	$(BIN)/ruff check sidecar sidecar_dev tests build bench
+	$(BIN)/mypy --strict sidecar sidecar_dev build/build.py bench
 
 # Everything CI runs: lint, the TypeScript client's suite, the Python suites from source (the
 # WebKit one included), then the same process-level suites (Python, TypeScript and WebKit)

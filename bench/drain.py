@@ -28,22 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    API_KEY,
     BENCH,
     HUGE_QUEUE,
     PeakSampler,
     Plan,
-    Sidecar,
     copy_db,
+    cpu_seconds,
     fill_backlog,
     load_average,
     log,
-    make_events,
     median,
+    spawn,
     wait_ready,
     workdir,
 )
 from fastserver import CaptureCounter, blast, post_request
+
+from sidecar_dev.harness import TEST_KEY, pageviews, stop_child
 
 TIMEOUT_S = 900.0
 
@@ -52,10 +53,10 @@ def server_capacity(
     server: CaptureCounter, requests: int, batches: tuple[int, ...]
 ) -> dict[str, Any]:
     """Events/s the server absorbs from one connection, per batch size, gzip bodies."""
-    events = make_events(max(batches), seed=99)
+    events = pageviews(max(batches), seed=99)
     capacity: dict[str, Any] = {}
     for batch in batches:
-        document = {"api_key": API_KEY, "sent_at": "2026-11-26T10:00:00.000Z",
+        document = {"api_key": TEST_KEY, "sent_at": "2026-11-26T10:00:00.000Z",
                     "batch": events[:batch]}
         body = gzip.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
         request = post_request(server.port, body)
@@ -98,12 +99,12 @@ def sidecar_run(
     copy_db(template, folder)
     server.reset()
     server_cpu = server.cpu_seconds()
-    sidecar = Sidecar(folder, server.url, "--batch-size", str(batch), "--max-queue", HUGE_QUEUE)
-    try:
+    args = ("--batch-size", str(batch), "--max-queue", HUGE_QUEUE)
+    with spawn(folder, server.url, *args) as sidecar:
         with PeakSampler(sidecar) as peak:
             ready = wait_ready(sidecar)
             stats = server.wait(backlog, TIMEOUT_S)
-            cpu = sidecar.cpu_seconds()
+            cpu = cpu_seconds(sidecar)
         result = _rate(stats, backlog)
         result.update(
             spawn_to_done_s=stats["at"] - sidecar.spawned_at if stats.get("at") else None,
@@ -115,7 +116,6 @@ def sidecar_run(
             server_cpu_s=server.cpu_seconds() - server_cpu,
             load_average=load_average(),
         )
-    finally:
         sidecar.stop()
     return result
 
@@ -178,13 +178,7 @@ class SdkDrainer:
 
     def close(self) -> None:
         """End the worker (it stops at the first line that is not `go`)."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(30)
+        stop_child(self.process)
 
 
 def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A fast loopback stand-in for PostHog's /batch/: answers 200 {"status":1} and counts.
 
-`sidecar/capture_server.py` is the faithful fake (validation, scripted faults) but runs a thread
+`sidecar_dev.capture` is the faithful fake (validation, scripted faults) but runs a thread
 per connection; a benchmark of delivery needs a server that costs far less than the client, so
 the figure is the client's. This one is a single asyncio process with HTTP/1.1 keep-alive and
 the least work that still counts honestly: each request body is gunzipped when it is gzip (by
@@ -31,6 +31,8 @@ import zlib
 from typing import Any
 
 import psutil
+
+from sidecar_dev.harness import stop_child
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
@@ -273,14 +275,7 @@ class CaptureCounter:
 
     def close(self) -> None:
         """Stop the server process."""
-        with contextlib.suppress(OSError):
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_child(self.process, timeout=10)
 
     def __enter__(self) -> CaptureCounter:
         return self

@@ -24,18 +24,22 @@ from typing import Any
 from common import (
     BENCH,
     HUGE_QUEUE,
-    OFFLINE_HOST,
     Plan,
-    Sidecar,
+    cpu_seconds,
     log,
-    make_events,
     percentile,
     request_lines,
+    rss,
+    spawn,
+    thread_counters,
     thread_delta,
     wait_ready,
     workdir,
 )
 from fastserver import CaptureCounter
+
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import OFFLINE_HOST, pageviews
 
 # Longer than trio's worker-thread cache keeps an idle thread (10 s): the window then sees the
 # steady idle state, not the last worker thread exiting.
@@ -79,22 +83,21 @@ def sdk_latency(server: CaptureCounter, sends: int, out: dict[str, Any]) -> None
     }
 
 
-def _usage(sidecar: Sidecar) -> tuple[float, dict[int, tuple[int, int]]]:
-    return sidecar.cpu_seconds(), sidecar.thread_counters()
+def _usage(sidecar: SidecarProcess) -> tuple[float, dict[int, tuple[int, int]]]:
+    return cpu_seconds(sidecar), thread_counters(sidecar)
 
 
 def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
     """Both windows at once, and the SDK's latency beside them."""
     figures: dict[str, Any] = {"window_s": plan.window_s}
     with workdir() as folder:
-        idle = Sidecar(folder / "idle", server.url)
-        offline = Sidecar(folder / "offline", OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
+        idle = spawn(folder / "idle", server.url)
+        offline = spawn(folder / "offline", OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
         try:
             wait_ready(idle)
             wait_ready(offline)
-            for line in request_lines(make_events(100, seed=5), 50):
-                offline.write(line)
-                offline.read()
+            for line in request_lines(pageviews(100, seed=5), 50):
+                offline.ask(line)
             time.sleep(SETTLE_S)
             sdk_out: dict[str, Any] = {}
             sdk_thread = threading.Thread(
@@ -106,9 +109,9 @@ def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
             time.sleep(plan.window_s)
             end = {"idle": _usage(idle), "offline": _usage(offline)}
             seconds = time.monotonic() - started
-            figures["idle_rss"] = idle.rss()
-            figures["offline_rss"] = offline.rss()
-            figures["offline_queued"] = offline.call("ph_status")["queued"]
+            figures["idle_rss"] = rss(idle)
+            figures["offline_rss"] = rss(offline)
+            figures["offline_queued"] = offline.result("ph_status")["queued"]
             for name in ("idle", "offline"):
                 ticks = end[name][0] - start[name][0]
                 fine = thread_delta(start[name][1], end[name][1])

@@ -26,24 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    API_KEY,
     BENCH,
     HUGE_QUEUE,
-    OFFLINE_HOST,
     Plan,
-    Sidecar,
+    cpu_seconds,
     load_average,
     log,
-    make_events,
     mean_event_bytes,
     median,
     pipelined,
     request_lines,
+    spawn,
     wait_ready,
     workdir,
 )
 
 from sidecar.queue.store import SCHEMA
+from sidecar_dev.harness import OFFLINE_HOST, TEST_KEY, pageviews
 
 
 class RawQueue:
@@ -65,7 +64,7 @@ class RawQueue:
         for line in lines:
             batch = json.loads(line)["params"]["batch"]
             now = time.time()
-            rows = [(API_KEY, dumps(event), now) for event in batch]
+            rows = [(TEST_KEY, dumps(event), now) for event in batch]
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)", rows
@@ -101,7 +100,7 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
     sdk_rates: list[float] = []
     sdk_runs: list[dict[str, Any]] = []
     for batch, line_count in plan.ingest_lines.items():
-        events = make_events(line_count * batch, seed=batch)
+        events = pageviews(line_count * batch, seed=batch)
         lines = request_lines(events, batch)
         count = len(events)
         sidecar_rates: list[float] = []
@@ -109,7 +108,7 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
         ceiling_rates: list[float] = []
         loads: list[float] = []
         with workdir() as folder:
-            sidecar = Sidecar(folder / "sidecar", OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
+            sidecar = spawn(folder / "sidecar", OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
             ceiling = RawQueue(folder / "raw.db")
             try:
                 wait_ready(sidecar)
@@ -118,11 +117,11 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
                 ceiling.ingest(warm)
                 for rep in range(plan.ingest_reps):
                     loads.append(load_average())
-                    sidecar.call("ph_set_opt_out", {"opt_out": True})
-                    sidecar.call("ph_set_opt_out", {"opt_out": False})
-                    cpu_before = sidecar.cpu_seconds()
+                    sidecar.result("ph_set_opt_out", {"opt_out": True})
+                    sidecar.result("ph_set_opt_out", {"opt_out": False})
+                    cpu_before = cpu_seconds(sidecar)
                     seconds, queued = pipelined(sidecar, lines, batch)
-                    cpu = sidecar.cpu_seconds() - cpu_before
+                    cpu = cpu_seconds(sidecar) - cpu_before
                     if queued != count:
                         raise RuntimeError(f"queue holds {queued} after sending {count}")
                     sidecar_rates.append(count / seconds)
@@ -140,6 +139,7 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
             finally:
                 ceiling.close()
                 sidecar.stop()
+                sidecar.reap()
         figures["batches"][str(batch)] = {
             "events_per_run": count,
             "runs": plan.ingest_reps,
@@ -150,7 +150,7 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
             "ceiling_eps_runs": [round(r) for r in ceiling_rates],
             "load_average": loads,
         }
-    figures["event_bytes"] = round(mean_event_bytes(make_events(1000)), 1)
+    figures["event_bytes"] = round(mean_event_bytes(pageviews(1000)), 1)
     figures["sdk"] = {
         "capture_eps": median(sdk_rates),
         "capture_eps_runs": [round(r) for r in sdk_rates],

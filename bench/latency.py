@@ -22,8 +22,10 @@ import random
 import time
 from typing import Any
 
-from common import API_KEY, Plan, Sidecar, make_events, percentile, wait_ready, workdir
+from common import Plan, percentile, spawn, wait_ready, workdir
 from fastserver import CaptureCounter
+
+from sidecar_dev.harness import TEST_KEY, pageviews
 
 PAUSE_S = (0.005, 0.02)
 
@@ -39,11 +41,11 @@ def _summary(samples: list[float]) -> dict[str, Any]:
 
 def sidecar_latency(server: CaptureCounter, sends: int) -> dict[str, Any]:
     """`sends` single-event sends, each after the last one arrived."""
-    events = make_events(sends + 5, seed=31)
+    events = pageviews(sends + 5, seed=31)
     rng = random.Random(3)
     arrivals: list[float] = []
     answers: list[float] = []
-    with workdir() as folder, Sidecar(folder, server.url) as sidecar:
+    with workdir() as folder, spawn(folder, server.url) as sidecar:
         wait_ready(sidecar)
         base = server.reset()["events"]
         for index, event in enumerate(events):
@@ -51,8 +53,8 @@ def sidecar_latency(server: CaptureCounter, sends: int) -> dict[str, Any]:
                                "params": {"batch": [event]}}).encode() + b"\n"
             time.sleep(rng.uniform(*PAUSE_S))
             sent = time.monotonic()
-            sidecar.write(line)
-            answered, _ = sidecar.read()
+            sidecar.send_raw(line)
+            answered, _ = sidecar.read_timed_line()
             stats = server.wait(base + index + 1, 30)
             if not stats["reached"]:
                 raise RuntimeError(f"event {index} never arrived: {stats}")
@@ -64,7 +66,7 @@ def sidecar_latency(server: CaptureCounter, sends: int) -> dict[str, Any]:
 
 def floor_latency(server: CaptureCounter, sends: int) -> dict[str, Any]:
     """The same events POSTed by this process directly: encode, gzip, send, read the answer."""
-    events = make_events(sends + 5, seed=31)
+    events = pageviews(sends + 5, seed=31)
     rng = random.Random(3)
     samples: list[float] = []
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -74,7 +76,7 @@ def floor_latency(server: CaptureCounter, sends: int) -> dict[str, Any]:
             time.sleep(rng.uniform(*PAUSE_S))
             sent = time.monotonic()
             sent_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-            text = json.dumps({"api_key": API_KEY, "sent_at": sent_at, "batch": [event]},
+            text = json.dumps({"api_key": TEST_KEY, "sent_at": sent_at, "batch": [event]},
                               separators=(",", ":"))
             body = gzip.compress(text.encode(), 6)
             connection.request("POST", "/batch/", body, {

@@ -27,17 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     HUGE_QUEUE,
-    OFFLINE_HOST,
     ROOT,
-    Sidecar,
     load_average,
-    make_events,
     pipelined,
     request_lines,
+    spawn,
     wait_ready,
     workdir,
 )
 from fastserver import CaptureCounter
+
+from sidecar_dev.harness import OFFLINE_HOST, pageviews
 
 # Leaves where a thread waits rather than works (py-spy's idle filter misses some of them):
 # the worker thread parked for its next job, trio's epoll (a zero-timeout poll is work, but
@@ -184,11 +184,11 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     count = args.events - args.events % args.batch
-    lines = request_lines(make_events(count, seed=11), args.batch)
+    lines = request_lines(pageviews(count, seed=11), args.batch)
     print(f"load average {load_average():.2f}; sidecar tree at {ROOT}")
     with workdir() as folder, CaptureCounter() as server:
         data = folder / "data"
-        sidecar = Sidecar(data, OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
+        sidecar = spawn(data, OFFLINE_HOST, "--max-queue", HUGE_QUEUE)
         wait_ready(sidecar)
         recording = Recording(sidecar.pid, out / "ingest.txt", args.rate, gil=args.gil)
         seconds, _ = pipelined(sidecar, lines, args.batch)
@@ -200,7 +200,7 @@ def main() -> int:
         print(summarise(out / "ingest.txt"))
 
         server.reset()
-        sidecar = Sidecar(data, server.url, "--max-queue", HUGE_QUEUE)
+        sidecar = spawn(data, server.url, "--max-queue", HUGE_QUEUE)
         wait_ready(sidecar)  # leaves the imports out; the first requests go out meanwhile
         recording = Recording(sidecar.pid, out / "drain.txt", args.rate, gil=args.gil)
         stats = server.wait(count, 900)

@@ -6,7 +6,7 @@
 Writes bench/results.json and bench/results.png and prints the table. Needs the `bench` extra
 (`pip install -e '.[bench]'`: the PostHog SDK as the reference, matplotlib for the plot).
 Figures are medians of repeated runs on a shared machine: the load average is printed and kept
-with them. SIDECAR_COMMAND runs the suite against another build (as sidecar/client.py).
+with them. SIDECAR_COMMAND runs the suite against another build (as `sidecar_dev.driver` reads it).
 
 Modules: ingest.py, drain.py, latency.py, start.py (uses startup.py), footprint.py; the fast
 capture server (fastserver.py) and the SDK runner (sdk_worker.py) are their own processes.
@@ -34,6 +34,8 @@ import ingest
 import latency
 import start
 from fastserver import CaptureCounter
+
+from sidecar_dev.driver import sidecar_command
 
 MIB = 2**20
 
@@ -287,7 +289,7 @@ def main() -> int:
         "meta": common.machine(),
         "quick": plan.quick,
         "plan": {k: v for k, v in vars(plan).items()},
-        "sidecar_command": common.python_command(),
+        "sidecar_command": sidecar_command(),
         "figures": {},
         "errors": {},
         "loads": [common.load_average()],

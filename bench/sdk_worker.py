@@ -45,7 +45,8 @@ from posthog.version import VERSION  # noqa: E402
 IMPORTED = time.monotonic()
 
 import psutil  # noqa: E402
-from common import API_KEY, make_events  # noqa: E402
+
+from sidecar_dev.harness import TEST_KEY, pageviews  # noqa: E402
 
 
 def _peak_rss() -> int:
@@ -87,7 +88,7 @@ def _drain_runs(
         gzip_text, flush_at_text = spec.split(":")
         gate = hold_consumers()
         client = Posthog(
-            API_KEY,
+            TEST_KEY,
             host=args.url,
             gzip=gzip_text == "1",
             flush_at=int(flush_at_text),
@@ -147,7 +148,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     logging.getLogger("posthog").setLevel(logging.ERROR)
-    events = make_events(args.events, seed=args.seed)
+    events = pageviews(args.events, seed=args.seed)
     result: dict[str, Any] = {
         "sdk_version": VERSION,
         "import_s": IMPORTED - IMPORT_STARTED,
@@ -158,7 +159,7 @@ def main() -> int:
         _drain_runs(args, events, result)
         return 0
     client = Posthog(
-        API_KEY,
+        TEST_KEY,
         host=args.url,
         gzip=args.gzip,
         flush_at=args.flush_at,

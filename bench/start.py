@@ -23,12 +23,11 @@ from common import (
     BENCH,
     HUGE_QUEUE,
     Plan,
-    Sidecar,
     copy_db,
     fill_backlog,
     log,
     median,
-    python_command,
+    spawn,
     wait_ready,
     workdir,
 )
@@ -36,6 +35,8 @@ from fastserver import CaptureCounter
 
 sys.path.insert(0, str(BENCH))
 import startup
+
+from sidecar_dev.driver import sidecar_command
 
 
 def spawn_to_ping(runs: int) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def spawn_to_ping(runs: int) -> dict[str, Any]:
 
 def backlog_at_start(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
     """Spawn -> ping and spawn -> every queued event delivered, per command; then the SDK's."""
-    commands = [("python -m sidecar", python_command())]
+    commands = [("python -m sidecar", sidecar_command())]
     commands += [(label, command) for label, command in startup.frozen_builds()
                  if label == "one-file"]
     n = plan.start_backlog
@@ -77,8 +78,8 @@ def backlog_at_start(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
                 target = folder / f"{label.replace(' ', '_')}-{rep}"
                 copy_db(folder / "template", target)
                 server.reset()
-                with Sidecar(target, server.url, "--max-queue", HUGE_QUEUE,
-                             command=command) as sidecar:
+                with spawn(target, server.url, "--max-queue", HUGE_QUEUE,
+                           command=command) as sidecar:
                     ready.append(wait_ready(sidecar))
                     stats = server.wait(n, 300)
                     if not stats["reached"]:

@@ -111,6 +111,8 @@ class SidecarProcess:
         handle, name = tempfile.mkstemp(prefix="sidecar-stderr-")
         os.close(handle)
         self._stderr_path = Path(name)
+        self._stderr_kept: str | None = None
+        """What the stderr file held when `reap` removed it."""
         self.spawned_at = time.monotonic()
         # Opened for appending: the child's writes land at the end whatever we read meanwhile.
         with self._stderr_path.open("ab") as stderr:
@@ -155,11 +157,10 @@ class SidecarProcess:
 
     @property
     def stderr(self) -> str:
-        """Everything the process logged so far."""
-        try:
-            return self._stderr_path.read_bytes().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        """Everything the process logged so far (all of it, once reaped)."""
+        if self._stderr_kept is not None:
+            return self._stderr_kept
+        return self._stderr_path.read_bytes().decode("utf-8", "replace")
 
     @property
     def stdout(self) -> bytes:
@@ -215,6 +216,11 @@ class SidecarProcess:
             raise ErrorAnswer(method, response)
         result: dict[str, Any] = response["result"]
         return result
+
+    def ask(self, line: bytes, timeout: float = READ_TIMEOUT_S) -> bytes:
+        """Write one raw line and return the next stdout line (while no other answer is owed)."""
+        self.send_raw(line)
+        return self.read_line(timeout)
 
     def close_stdin(self) -> None:
         """End of input, as when the app exits (nothing happens if it is closed already)."""
@@ -311,6 +317,8 @@ class SidecarProcess:
         self.process.kill()
         self.process.wait(EXIT_TIMEOUT_S)
         psutil.wait_procs(victims, timeout=EXIT_TIMEOUT_S)
+        if self._read_ahead:
+            self._reader.join(EXIT_TIMEOUT_S)  # `raw_stdout` then holds all the process wrote
 
     def reap(self) -> None:
         """Kill the process tree if it still runs, close the pipes and remove the stderr file.
@@ -324,5 +332,7 @@ class SidecarProcess:
         if not self._read_ahead:
             self._read_ahead = True  # let the reader run to the end of stdout and finish
             self._wanted.release()
-        with contextlib.suppress(OSError):
-            self._stderr_path.unlink()
+        if self._stderr_kept is None:
+            self._stderr_kept = self.stderr
+            with contextlib.suppress(OSError):
+                self._stderr_path.unlink()

@@ -29,6 +29,9 @@ GUARD_S = 60.0
 FAST_RETRIES = ("--backoff-base", "0.05", "--backoff-max", "0.2")
 # The project key the suites and the benchmarks spawn sidecars with.
 TEST_KEY = "phc_test_key_0123456789abcdef"
+# Nothing listens on the discard port (binding it needs root): connecting fails at once, so a
+# sidecar pointed there is offline and its sender backs off without competing for the CPU.
+OFFLINE_HOST = "http://127.0.0.1:9"
 
 
 class WaitTimeout(Exception):
@@ -120,7 +123,7 @@ def event(name: str = "test event", distinct_id: str = "user-1", **extra: Any) -
 
 
 def event_uuid(n: int) -> str:
-    """The uuid `numbered(..., with_uuids=True)` gives event number `n` (see `number_of`)."""
+    """The uuid `numbered_event(n, with_uuid=True)` carries (see `number_of`)."""
     return f"00000000-0000-4000-8000-{n:012x}"
 
 
@@ -129,25 +132,32 @@ def number_of(uuid_text: str) -> int:
     return int(uuid_text[-12:], 16)
 
 
+def numbered_event(
+    n: int, *, with_uuid: bool = False, padding: int = 0, **properties: Any
+) -> dict[str, Any]:
+    """Event number `n`: `properties.n` is `n`, plus `properties`.
+
+    `with_uuid` gives it the uuid `event_uuid(n)` (else the sidecar assigns one); `padding`
+    adds a `pad` property of that many bytes.
+    """
+    body: dict[str, Any] = {"event": "numbered", "distinct_id": "user-1"}
+    if with_uuid:
+        body["uuid"] = event_uuid(n)
+    body["properties"] = {"n": n, **properties}
+    if padding:
+        body["properties"]["pad"] = "x" * padding
+    return body
+
+
 def numbered(
     count: int, start: int = 0, *, with_uuids: bool = False, padding: int = 0,
     **properties: Any,
 ) -> list[dict[str, Any]]:
-    """Events whose `properties.n` numbers them `start`.., to check order and loss.
-
-    `with_uuids` gives each the uuid `event_uuid(n)` (else the sidecar assigns one);
-    `padding` adds a `pad` property of that many bytes; `properties` are added to each.
-    """
-    events = []
-    for n in range(start, start + count):
-        body: dict[str, Any] = {"event": "numbered", "distinct_id": "user-1"}
-        if with_uuids:
-            body["uuid"] = event_uuid(n)
-        body["properties"] = {"n": n, **properties}
-        if padding:
-            body["properties"]["pad"] = "x" * padding
-        events.append(body)
-    return events
+    """Events numbered `start`.. (see `numbered_event`), to check order and loss."""
+    return [
+        numbered_event(n, with_uuid=with_uuids, padding=padding, **properties)
+        for n in range(start, start + count)
+    ]
 
 
 def n_values(events: Sequence[dict[str, Any]]) -> list[int]:

@@ -26,9 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
-from fm_support import RawProcess, fm_event, fm_sidecar, proc_status_kib  # noqa: E402
+from fm_support import OFFLINE_HOST, Flood, unread_sidecar  # noqa: E402
 from hostile_corpus import random_lines, special_lines, wrong_types_everywhere  # noqa: E402
 from hostile_oracle import check_answer, expected_for_line  # noqa: E402
+
+from sidecar_dev.driver import SidecarProcess  # noqa: E402
+from sidecar_dev.harness import TEST_KEY, numbered, proc_status_kib  # noqa: E402
 
 
 def _mib(kib: int | None, base: int | None) -> str:
@@ -46,8 +49,8 @@ def corpus_figures(folder: Path, random_count: int) -> None:
     print("\n## Hostile corpus, one line at a time\n")
     print("| kind | lines | answers owed | answered as owed | broke the oracle | -32603 |")
     print("|---|---|---|---|---|---|")
-    with fm_sidecar(folder, "http://127.0.0.1:9", "--max-queue", "1000000") as proc:
-        seeded = proc.result("ph_send_batch", {"batch": [fm_event("seed", i) for i in range(5)]})
+    with SidecarProcess(folder, OFFLINE_HOST, "--max-queue", "1000000", api_key=TEST_KEY) as proc:
+        seeded = proc.result("ph_send_batch", {"batch": numbered(5, scenario="seed")})
         base = proc_status_kib(proc.process.pid, "VmHWM")
         accepted = 0
         for kind, chunks in kinds.items():
@@ -90,9 +93,7 @@ def flood_figures(folder: Path) -> None:
     cases = (("ping", 50_000, 0), ("ph_send_batch of 1,000 invalid events", 1_000, 1_000),
              ("ph_send_batch of 10,000 invalid events", 600, 10_000))
     for i, (label, count, events) in enumerate(cases):
-        raw = RawProcess(folder / f"flood{i}")
-        try:
-            assert raw.process.stdout is not None
+        with unread_sidecar(folder / f"flood{i}") as raw:
             raw.ask(b'{"jsonrpc":"2.0","id":-1,"method":"ping"}\n')
             base = proc_status_kib(raw.process.pid, "VmHWM")
             if events:
@@ -101,16 +102,14 @@ def flood_figures(folder: Path) -> None:
                                      "params": params}).encode() + b"\n" for n in range(count)]
             else:
                 lines = [b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % n for n in range(count)]
-            writer = raw.flood(lines)
-            written = raw.wait_blocked(writer, count)
+            writer = Flood(raw, lines)
+            written = writer.wait_blocked()
             blocked = proc_status_kib(raw.process.pid, "VmHWM")
-            answers = sum(1 for _ in range(count) if raw.process.stdout.readline())
+            answers = sum(1 for _ in range(count) if raw.read_line())
             writer.join(30)
             peak = proc_status_kib(raw.process.pid, "VmHWM")
             print(f"| {label} | {count} | {written} | {_mib(blocked, base)} | "
                   f"{_mib(peak, base)} | {answers} |")
-        finally:
-            raw.close()
 
 
 def worst_line_figures(folder: Path) -> None:
@@ -128,8 +127,7 @@ def worst_line_figures(folder: Path) -> None:
         ("one call of 10,000 invalid events", (call + "\n").encode()),
     )
     for i, (label, line) in enumerate(cases):
-        raw = RawProcess(folder / f"worst{i}")
-        try:
+        with unread_sidecar(folder / f"worst{i}") as raw:
             raw.ask(b'{"jsonrpc":"2.0","id":-1,"method":"ping"}\n')
             base = proc_status_kib(raw.process.pid, "VmHWM")
             started = time.monotonic()
@@ -138,8 +136,6 @@ def worst_line_figures(folder: Path) -> None:
             peak = proc_status_kib(raw.process.pid, "VmHWM")
             print(f"| {label} | {len(line) / 2**20:.2f} | {len(answer) / 2**20:.2f} | "
                   f"{took:.2f} | {_mib(peak, base)} |")
-        finally:
-            raw.close()
 
 
 def main() -> int:

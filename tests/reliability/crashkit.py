@@ -1,62 +1,28 @@
 """Shared by the crash, storage-fault, two-process and growth suites and by their figure scripts
-(`bench/reliability/*.py`): numbered events with uuids we assign, a feeder that pipelines
-`ph_send_batch` calls and learns afterwards which were acknowledged, a SIGKILL that takes the
-whole process tree (a one-file frozen build runs the sidecar as a grandchild), and read-only
-looks at the database from outside the process.
+(`bench/reliability/*.py`): delivery counts by the numbers in the uuids `harness.numbered`
+assigns, a feeder that pipelines `ph_send_batch` calls and learns afterwards which were
+acknowledged, and read-only looks at the database from outside the process. The driver, the
+events, the waits and the reaping are `sidecar_dev`'s.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-import contextlib
 import json
-import socket
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import ReceivedRequest
+from sidecar_dev.driver import AnswerTimeout, SidecarDied, SidecarProcess
+from sidecar_dev.harness import GUARD_S, TEST_KEY, number_of, numbered
 
-KEY = "phc_reliability_suite_key"
 DB_NAME = "telemetry.db"
-# Hang guard for waits on a process or the server; never a timing assertion.
-GUARD_S = 60.0
-# Short backoffs so a process retries at once when the server comes back.
-FAST_RETRIES = ("--backoff-base", "0.05", "--backoff-max", "0.2")
-
-
-# ---- events --------------------------------------------------------------------------------
-
-
-def event_uuid(n: int) -> str:
-    """The uuid we give event number `n` (a valid UUIDv4 layout, readable back with `number_of`)."""
-    return f"00000000-0000-4000-8000-{n:012x}"
-
-
-def number_of(uuid_text: str) -> int:
-    """The event number inside a uuid made by `event_uuid`."""
-    return int(uuid_text[-12:], 16)
-
-
-def numbered_events(start: int, count: int, *, padding: int = 0) -> list[dict[str, Any]]:
-    """Valid PostHog events numbered `start`..`start+count-1`, each with its own uuid."""
-    return [
-        {
-            "event": "reliability",
-            "distinct_id": "user-1",
-            "uuid": event_uuid(n),
-            "properties": {"n": n, "pad": "x" * padding} if padding else {"n": n},
-        }
-        for n in range(start, start + count)
-    ]
+# ---- deliveries ----------------------------------------------------------------------------
 
 
 def delivery_counts(events: Iterable[dict[str, Any]]) -> collections.Counter[int]:
@@ -202,20 +168,6 @@ def file_sizes(data_dir: Path) -> tuple[int, int]:
 # ---- processes -------------------------------------------------------------------------------
 
 
-def kill_tree(sidecar: SidecarProcess) -> None:
-    """SIGKILL the sidecar and every process under it at once (a crash), then reap it."""
-    try:
-        root = psutil.Process(sidecar.process.pid)
-        victims = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        victims = []
-    for victim in reversed(victims):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            victim.kill()
-    sidecar.process.kill()
-    sidecar.wait(GUARD_S)
-
-
 def responses(sidecar: SidecarProcess) -> list[dict[str, Any]]:
     """Every response object the process wrote (call after it exited, so nothing is missing)."""
     found: list[dict[str, Any]] = []
@@ -225,25 +177,6 @@ def responses(sidecar: SidecarProcess) -> list[dict[str, Any]]:
         message = json.loads(line)
         found.extend(message if isinstance(message, list) else [message])
     return found
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def reaping() -> Iterator[list[SidecarProcess]]:
-    """A list to put started sidecars in; any still running at the end is killed."""
-    started: list[SidecarProcess] = []
-    try:
-        yield started
-    finally:
-        for sidecar in started:
-            if sidecar.process.poll() is None:
-                kill_tree(sidecar)
 
 
 @dataclass
@@ -283,7 +216,7 @@ class Feeder:
                         return
                     outstanding -= answered
                 numbers = range(self.next_number, self.next_number + size)
-                batch = numbered_events(numbers.start, size, padding=self.padding)
+                batch = numbered(size, numbers.start, with_uuids=True, padding=self.padding)
                 request_id = self.sidecar.request("ph_send_batch", {"batch": batch})
                 self.sent[request_id] = numbers
                 self.next_number = numbers.stop
@@ -293,15 +226,17 @@ class Feeder:
                 if answered is None:
                     return
                 outstanding -= answered
-        except (BrokenPipeError, OSError):
+        except SidecarDied:
             return  # the process died under us: the point of the exercise
 
     def _take_answer(self) -> int | None:
         """Wait briefly for one answer: 1 if it came, 0 if not yet, None if the process died."""
         try:
             self.sidecar.read_line(timeout=0.2)
-        except AssertionError:
-            return None if self.sidecar.process.poll() is not None else 0
+        except AnswerTimeout:
+            return 0
+        except SidecarDied:
+            return None
         return 1
 
     def join(self, timeout: float = GUARD_S) -> None:
@@ -322,38 +257,12 @@ class Feeder:
         return acked
 
 
-def call(
-    sidecar: SidecarProcess, method: str, params: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A request and its response object; a process that died says so, with its stderr."""
-    try:
-        return sidecar.call(method, params)
-    except (BrokenPipeError, AssertionError) as exc:
-        try:
-            code = sidecar.wait(5)
-        except Exception:
-            raise exc from None
-        raise AssertionError(
-            f"the sidecar exited ({code}) during {method}; stderr:\n{sidecar.stderr}"
-        ) from exc
-
-
-def result(
-    sidecar: SidecarProcess, method: str, params: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A request's `result`, failing on an error response or a dead process."""
-    response = call(sidecar, method, params)
-    assert "result" in response, response
-    answer: dict[str, Any] = response["result"]
-    return answer
-
-
 def drain(sidecar: SidecarProcess, *, rounds: int = 20) -> dict[str, Any]:
     """Flush until the queue is empty (hang-guarded), then return `ph_status`."""
     for _ in range(rounds):
-        if result(sidecar, "ph_flush", {"timeout": 30})["queued"] == 0:
+        if sidecar.result("ph_flush", {"timeout": 30})["queued"] == 0:
             break
-    return result(sidecar, "ph_status")
+    return sidecar.result("ph_status")
 
 
 def spawn(
@@ -363,49 +272,27 @@ def spawn(
     *args: str,
     env: dict[str, str] | None = None,
 ) -> SidecarProcess:
-    """Start a sidecar with the suite's api key, remembered in `started` for reaping."""
+    """Start a sidecar with the test key, remembered in `started` (a `harness.reaping()` list)."""
     sidecar = SidecarProcess(
-        data_dir, host, "--log-level", "warning", *args, api_key=KEY, env=env
+        data_dir, host, "--log-level", "warning", *args, api_key=TEST_KEY, env=env
     )
     started.append(sidecar)
     return sidecar
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = GUARD_S, step: float = 0.05) -> bool:
-    """Poll `predicate` until true or `timeout` passes (a hang guard for outside observations)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
 __all__ = [
-    "FAST_RETRIES",
-    "GUARD_S",
-    "KEY",
     "Accounts",
     "Feeder",
     "Redeliveries",
     "accounts",
-    "call",
     "connect_read_only",
     "delivery_counts",
     "depth_counter",
     "drain",
-    "event_uuid",
     "file_sizes",
-    "free_port",
-    "kill_tree",
-    "number_of",
-    "numbered_events",
     "queued_numbers",
     "quick_check",
-    "reaping",
     "redeliveries",
     "responses",
-    "result",
     "spawn",
-    "wait_until",
 ]

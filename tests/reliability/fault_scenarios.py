@@ -26,15 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from fm_support import (
-    FM_GUARD_S,
     HangUpListener,
-    fm_event,
-    fm_sidecar,
-    fm_wait_drained,
-    fm_wait_until,
 )
 
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import (
     Answer,
     CaptureServer,
@@ -45,6 +39,15 @@ from sidecar_dev.capture import (
     ReceivedRequest,
     ResetMidBody,
     Status,
+)
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import (
+    GUARD_S,
+    TEST_KEY,
+    numbered,
+    numbered_event,
+    wait_drained,
+    wait_until,
 )
 
 BACKOFF_BASE_S = 0.05
@@ -227,16 +230,16 @@ class Series:
         server.script(*answers)
         events = (
             scenario.make_events(tag) if scenario.make_events
-            else [fm_event(tag, i) for i in range(scenario.events)]
+            else numbered(scenario.events, scenario=tag)
         )
         answer = proc.result("ph_send_batch", {"batch": events})
         assert answer["accepted"] == len(events), answer
 
         largest_next = self._watch_next_attempt(scenario, start)
-        fm_wait_drained(proc)
+        wait_drained(proc)
         if scenario.expect_requests is not None:
-            server.wait_for_requests(start + scenario.expect_requests, timeout=FM_GUARD_S)
-        fm_wait_until(lambda: server.script_remaining == 0, "the script to be used up")
+            server.wait_for_requests(start + scenario.expect_requests, timeout=GUARD_S)
+        wait_until(lambda: server.script_remaining == 0, "the script to be used up")
         after = proc.result("ph_status")["dropped"]
         # In arrival order (a late answer can be recorded after the retry that overtook it).
         requests = sorted(server.requests[start:], key=lambda r: r.received_at)
@@ -256,7 +259,7 @@ class Series:
         if wants is None or wants < self.cap_s:
             return None
         largest: float | None = None
-        self.server.wait_for_requests(start + 1, timeout=FM_GUARD_S)
+        self.server.wait_for_requests(start + 1, timeout=GUARD_S)
         while len(self.server.requests) < start + 2:
             value = self.proc.result("ph_status")["next_attempt_in_s"]
             if value is not None:
@@ -387,7 +390,9 @@ def run_status_series(code: int, folder: Path, retry_afters: Sequence[RetryAfter
     """Every Retry-After variant for one retryable status, in one process."""
     with (
         CaptureServer() as server,
-        fm_sidecar(folder, server.url, *fast_args("--max-retries", "1")) as proc,
+        SidecarProcess(
+            folder, server.url, *fast_args("--max-retries", "1"), api_key=TEST_KEY
+        ) as proc,
     ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(s) for s in status_scenarios(code, retry_afters)]
@@ -440,7 +445,9 @@ def run_other_statuses(folder: Path) -> list[Row]:
     """2xx and unexpected statuses in one process."""
     with (
         CaptureServer() as server,
-        fm_sidecar(folder, server.url, *fast_args("--max-retries", "1")) as proc,
+        SidecarProcess(
+            folder, server.url, *fast_args("--max-retries", "1"), api_key=TEST_KEY
+        ) as proc,
     ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(s) for s in other_status_scenarios()]
@@ -464,7 +471,7 @@ def poison_scenario(size: int, positions: Sequence[int]) -> Scenario:
     flags = [i in positions for i in range(size)]
 
     def make(tag: str) -> list[dict[str, Any]]:
-        events = [fm_event(tag, i) for i in range(size)]
+        events = numbered(size, scenario=tag)
         for i in positions:
             events[i]["properties"]["$cookieless_mode"] = "yes"  # PostHog: 400, whole request
         return events
@@ -497,7 +504,10 @@ def run_poison(
     folder: Path, cases: Sequence[tuple[int, Sequence[int]]] = POISON_CASES
 ) -> list[Row]:
     """Each poisoned batch in turn, one process."""
-    with CaptureServer() as server, fm_sidecar(folder, server.url, *fast_args()) as proc:
+    with (
+        CaptureServer() as server,
+        SidecarProcess(folder, server.url, *fast_args(), api_key=TEST_KEY) as proc,
+    ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(poison_scenario(size, pos)) for size, pos in cases]
         assert proc.stop() == 0, proc.stderr
@@ -527,7 +537,7 @@ def size_scenario(mix: Sequence[str], seed: int) -> Scenario:
     """A batch of events of these sizes; every big one is too large even alone."""
     def make(tag: str) -> list[dict[str, Any]]:
         rng = random.Random(seed)
-        return [fm_event(tag, i, pad=_noise(rng, SIZES[kind]), kind=kind)
+        return [numbered_event(i, scenario=tag, pad=_noise(rng, SIZES[kind]), kind=kind)
                 for i, kind in enumerate(mix)]
 
     bigs = mix.count("big")
@@ -546,7 +556,7 @@ def run_sizes(folder: Path) -> list[Row]:
     """Mixed-size batches against a capture server with a small body cap."""
     with (
         CaptureServer(max_body_bytes=BODY_CAP) as server,
-        fm_sidecar(folder, server.url, *fast_args()) as proc,
+        SidecarProcess(folder, server.url, *fast_args(), api_key=TEST_KEY) as proc,
     ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(size_scenario(mix, seed)) for seed, mix in enumerate(MIXES)]
@@ -578,7 +588,10 @@ def auth_scenarios() -> list[Scenario]:
 def run_auth(folder: Path) -> list[Row]:
     """401 and 403, one process with a short hold and no retries allowed."""
     args = fast_args("--auth-hold", str(AUTH_HOLD_S), "--max-retries", "0")
-    with CaptureServer() as server, fm_sidecar(folder, server.url, *args) as proc:
+    with (
+        CaptureServer() as server,
+        SidecarProcess(folder, server.url, *args, api_key=TEST_KEY) as proc,
+    ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(s) for s in auth_scenarios()]
         assert proc.stop() == 0, proc.stderr
@@ -629,7 +642,10 @@ def connection_scenarios() -> list[Scenario]:
 def run_connection(folder: Path) -> list[Row]:
     """Connection faults in one process with a short request timeout."""
     args = fast_args("--request-timeout", str(REQUEST_TIMEOUT_S), "--max-retries", "1")
-    with CaptureServer() as server, fm_sidecar(folder, server.url, *args) as proc:
+    with (
+        CaptureServer() as server,
+        SidecarProcess(folder, server.url, *args, api_key=TEST_KEY) as proc,
+    ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
         rows = [series.play(s) for s in connection_scenarios()]
         assert proc.stop() == 0, proc.stderr
@@ -669,12 +685,12 @@ def run_down_hangup(folder: Path, window_s: float = 3.0, spam: bool = True) -> D
     listener = HangUpListener()
     try:
         args = fast_args("--max-retries", "100000")
-        with fm_sidecar(folder, listener.url, *args) as proc:
-            proc.result("ph_send_batch", {"batch": [fm_event("down", i) for i in range(3)]})
-            fm_wait_until(lambda: len(listener.accept_times()) >= 4, "a few attempts")
+        with SidecarProcess(folder, listener.url, *args, api_key=TEST_KEY) as proc:
+            proc.result("ph_send_batch", {"batch": numbered(3, scenario="down")})
+            wait_until(lambda: len(listener.accept_times()) >= 4, "a few attempts")
             start = listener.accept_times()[-1]
             _spam_until(proc, lambda: time.monotonic() >= start + window_s, spam)
-            fm_wait_until(lambda: listener.accept_times()[-1] >= start + window_s,
+            wait_until(lambda: listener.accept_times()[-1] >= start + window_s,
                           "an attempt after the window")
             times = [t for t in listener.accept_times() if start <= t <= start + window_s]
             status = proc.result("ph_status")
@@ -715,9 +731,10 @@ def run_down_closed_port(folder: Path, window_s: float = 3.0, spam: bool = True)
     port = holder.getsockname()[1]
     needle = "cannot connect to capture"
     try:
-        with fm_sidecar(folder, f"http://127.0.0.1:{port}", *fast_args()) as proc:
-            proc.result("ph_send_batch", {"batch": [fm_event("down", i) for i in range(3)]})
-            fm_wait_until(lambda: proc.stderr.count(needle) >= 4, "a few attempts")
+        host = f"http://127.0.0.1:{port}"
+        with SidecarProcess(folder, host, *fast_args(), api_key=TEST_KEY) as proc:
+            proc.result("ph_send_batch", {"batch": numbered(3, scenario="down")})
+            wait_until(lambda: proc.stderr.count(needle) >= 4, "a few attempts")
             start = _log_times(proc.stderr, needle)[-1]
             _spam_until(proc, lambda: _log_times(proc.stderr, needle)[-1] >= start + window_s,
                         spam)
@@ -726,8 +743,8 @@ def run_down_closed_port(folder: Path, window_s: float = 3.0, spam: bool = True)
             # Back up: the same port now listens, and the queue is delivered.
             holder.close()
             with CaptureServer(port=port) as server:
-                server.wait_for_events(3, timeout=FM_GUARD_S)
-                fm_wait_drained(proc)
+                server.wait_for_events(3, timeout=GUARD_S)
+                wait_drained(proc)
                 delivered = len(server.events)
                 assert proc.stop() == 0, proc.stderr
     finally:
@@ -752,5 +769,5 @@ def _spam_until(proc: SidecarProcess, done: Callable[[], bool], spam: bool) -> N
     while not done():
         if spam:
             n += 1
-            proc.result("ph_send_batch", {"batch": [fm_event("spam", n)]})
+            proc.result("ph_send_batch", {"batch": [numbered_event(n, scenario="spam")]})
         time.sleep(0.02)

@@ -1,14 +1,14 @@
 """Shared pieces for the fault-matrix, hostile-input and security suites (and their bench scripts).
 
-Everything here drives the real sidecar process over real pipes, or plays a network peer for
-it: a connection counter that accepts and hangs up, a CONNECT proxy, a TLS capture server and
-the certificates it needs. Waits are hang guards, never timing assertions.
+The sidecar is driven through `sidecar_dev.driver`; this module adds a flood written without
+reading the answers, and network peers for it: a connection counter that accepts and hangs up,
+a server whose answer never ends, a CONNECT proxy, a TLS capture server and the certificates it
+needs. Waits are hang guards, never timing assertions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import shutil
 import socket
@@ -16,128 +16,55 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.client import SidecarProcess, sidecar_command
 from sidecar_dev.capture import CaptureServer
+from sidecar_dev.driver import SidecarDied, SidecarProcess
+from sidecar_dev.harness import GUARD_S, OFFLINE_HOST, TEST_KEY
 
-FM_KEY = "phc_reliability_key_0123456789abcd"
-FM_FAST = ("--backoff-base", "0.05", "--backoff-max", "0.2")
-FM_GUARD_S = 30.0  # hang guard for any single wait
-
-
-def fm_event(tag: str, n: int, **properties: Any) -> dict[str, Any]:
-    """A small valid event, tagged with its scenario and numbered."""
-    return {
-        "event": "fault matrix",
-        "distinct_id": f"user-{n}",
-        "properties": {"scenario": tag, "n": n, **properties},
-    }
+# ---- a flood nobody reads ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def fm_sidecar(
-    data_dir: Path, host: str, *args: str, api_key: str | None = FM_KEY,
-    env: dict[str, str] | None = None,
-) -> Iterator[SidecarProcess]:
-    """A running sidecar; killed on the way out if it is still running."""
-    proc = SidecarProcess(data_dir, host, *args, api_key=api_key, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.process.poll() is None:
-            proc.kill()
+def unread_sidecar(folder: Path) -> SidecarProcess:
+    """An offline sidecar whose answers stay in the pipe until `read_line` asks for each."""
+    return SidecarProcess(folder, OFFLINE_HOST, "--max-queue", "1000000", api_key=TEST_KEY,
+                          read_ahead=False)
 
 
-def fm_wait_until(predicate: Any, what: str, guard_s: float = FM_GUARD_S) -> None:
-    """Poll `predicate` until true; a hang guard, raising AssertionError after `guard_s`."""
-    deadline = time.monotonic() + guard_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {guard_s}s waiting for {what}")
-        time.sleep(0.02)
+class Flood(threading.Thread):
+    """Writes every line to a sidecar from its own thread; the write blocks once the sidecar
+    stops reading (as it does when nobody reads its answers). Started on creation."""
 
-
-def fm_wait_drained(proc: SidecarProcess, guard_s: float = FM_GUARD_S) -> dict[str, Any]:
-    """Poll ph_status until the queue is empty; returns that status."""
-    deadline = time.monotonic() + guard_s
-    while True:
-        status = proc.result("ph_status")
-        if status["queued"] == 0:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"queue not drained after {guard_s}s: {status}")
-        time.sleep(0.02)
-
-
-def proc_status_kib(pid: int, field: str) -> int | None:
-    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status in KiB, or None without procfs."""
-    path = Path(f"/proc/{pid}/status")
-    if "SIDECAR_COMMAND" in os.environ or not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
-
-
-# ---- a process whose stdout nobody reads --------------------------------------------------------
-
-
-class RawProcess:
-    """The sidecar with stdout read only when the caller reads `process.stdout` (unlike
-    SidecarProcess, which always reads): for floods nobody reads."""
-
-    def __init__(self, folder: Path) -> None:
-        self.process = subprocess.Popen(
-            [*sidecar_command(), "--data-dir", str(folder), "--host", "http://127.0.0.1:9",
-             "--api-key", FM_KEY, "--max-queue", "1000000"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
+    def __init__(self, sidecar: SidecarProcess, lines: Sequence[bytes]) -> None:
+        super().__init__(daemon=True)
+        self._sidecar = sidecar
+        self._lines = lines
         self.written = 0
-        self.failed: list[BaseException] = []
+        """Lines written so far (the one being written is not counted)."""
+        self.failed: list[SidecarDied] = []
+        self.start()
 
-    def ask(self, line: bytes) -> bytes:
-        """One request, read its answer (only while nothing else is owed)."""
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(line)
-        self.process.stdin.flush()
-        return self.process.stdout.readline()
+    def run(self) -> None:
+        """Write the lines, counting each; a dead sidecar ends the flood in `failed`."""
+        try:
+            for line in self._lines:
+                self._sidecar.send_raw(line)
+                self.written += 1
+        except SidecarDied as exc:
+            self.failed.append(exc)
 
-    def flood(self, lines: list[bytes]) -> threading.Thread:
-        """Write every line from a thread (it blocks when the sidecar stops reading)."""
-        def write() -> None:
-            assert self.process.stdin
-            try:
-                for line in lines:
-                    self.process.stdin.write(line)
-                    self.written += 1
-                self.process.stdin.flush()
-            except BaseException as exc:
-                self.failed.append(exc)
-
-        thread = threading.Thread(target=write, daemon=True)
-        thread.start()
-        return thread
-
-    def wait_blocked(self, writer: threading.Thread, total: int) -> int:
+    def wait_blocked(self) -> int:
         """Wait until writing has stalled for a second (or finished); returns lines written."""
-        last, deadline = -1, time.monotonic() + FM_GUARD_S
-        while writer.is_alive() and time.monotonic() < deadline:
+        last, deadline = -1, time.monotonic() + GUARD_S
+        while self.is_alive() and time.monotonic() < deadline:
             time.sleep(1.0)
             if self.written == last:
                 break
             last = self.written
         return self.written
-
-    def close(self) -> None:
-        """Kill if still running."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(FM_GUARD_S)
 
 
 # ---- small loopback peers ------------------------------------------------------------------------

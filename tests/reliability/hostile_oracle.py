@@ -7,12 +7,17 @@ unless it is a valid notification; an array gets one array holding an answer for
 that is owed one, in order (nothing at all when none is); an array of more than 32 members gets
 one -32600 with id null and none of it is run. A member that is not a valid request
 is answered -32600, with its id when the id is valid and null otherwise.
+
+An integer too long for Python's int() text conversion is still a JSON number: `loads` keeps it
+as a `LongNumber`, so a line holding one is owed what the same line with a short number is (a
+long id is a valid id, echoed digit for digit). Answers are decoded with `loads` too.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +33,42 @@ def _no_constants(name: str) -> Any:
     raise ValueError(name)
 
 
+class LongNumber:
+    """A JSON integer past `sys.get_int_max_str_digits()` digits, kept as its text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LongNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"LongNumber({len(self.text)} chars)"
+
+
+def _int_or_long(text: str) -> int | LongNumber:
+    return int(text) if len(text.lstrip("-")) <= sys.get_int_max_str_digits() else LongNumber(text)
+
+
+def loads(text: bytes | str) -> Any:
+    """JSON as the contract reads it: no NaN or Infinity, any integer length (`LongNumber`)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    return json.loads(text, parse_constant=_no_constants, parse_int=_int_or_long)
+
+
 def valid_id(value: object) -> bool:
     """A JSON-RPC id: string, number or null (booleans are not numbers)."""
     if value is None or isinstance(value, str):
         return True
     if isinstance(value, bool):
         return False
-    if isinstance(value, int):
+    if isinstance(value, int | LongNumber):
         return True
     return isinstance(value, float) and math.isfinite(value)
 
@@ -93,7 +127,7 @@ def expected_for_line(line: bytes) -> Expected:
     if len(line) > MAX_LINE_BYTES:
         return Expected("one", (Owed(None, frozenset({-32600})),))
     try:
-        body = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+        body = loads(line)
     except (ValueError, RecursionError):
         return Expected("one", (Owed(None, frozenset({-32700})),))
     return expected_for_body(body)

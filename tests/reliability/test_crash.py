@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crashkit import (
-    FAST_RETRIES,
     Accounts,
     Feeder,
     accounts,
@@ -41,17 +40,15 @@ from crashkit import (
     depth_counter,
     drain,
     extra_deliveries,
-    free_port,
-    kill_tree,
     never_delivered,
     quick_check,
-    reaping,
     redeliveries,
     spawn,
 )
 
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import CaptureServer
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import FAST_RETRIES, free_port, reaping
 
 KINDS = ("startup", "ingest", "deliver", "backlog", "commit-checkpoint", "close-checkpoint")
 WEIGHTS = (2, 3, 4, 2, 1, 1)
@@ -156,7 +153,7 @@ def _run_once(
             feeder.join()
             sidecar.request("shutdown")  # a clean stop takes ~0.5 s, the checkpoint last
             time.sleep(rng.uniform(0.0, 0.6))
-    kill_tree(sidecar)
+    sidecar.kill()
     if feeder is not None:
         feeder.join()
     return feeder

@@ -31,13 +31,15 @@ from fault_scenarios import (
     run_status_matrix,
     split_requests,
 )
-from fm_support import (
-    FM_FAST,
-    EndlessAnswer,
-    fm_event,
-    fm_sidecar,
-    fm_wait_drained,
+from fm_support import EndlessAnswer
+
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import (
+    FAST_RETRIES,
+    TEST_KEY,
+    numbered_event,
     proc_status_kib,
+    wait_drained,
 )
 
 
@@ -163,13 +165,13 @@ def test_endless_answer_body_neither_fills_memory_nor_holds_the_sender(tmp_path:
     delivered, and memory stays flat (the whole body used to be read: ~200 MB/s, for ever)."""
     server = EndlessAnswer()
     try:
-        with fm_sidecar(tmp_path / "data", server.url, *FM_FAST,
-                        "--request-timeout", "1") as proc:
+        with SidecarProcess(tmp_path / "data", server.url, *FAST_RETRIES,
+                        "--request-timeout", "1", api_key=TEST_KEY) as proc:
             proc.result("ping")
             base = proc_status_kib(proc.process.pid, "VmRSS")
             for batch in range(3):
-                proc.result("ph_send_batch", {"batch": [fm_event("endless", batch)]})
-                fm_wait_drained(proc)
+                proc.result("ph_send_batch", {"batch": [numbered_event(batch, scenario="endless")]})
+                wait_drained(proc)
             time.sleep(0.5)  # let any stray reading show in memory (not a timing assertion)
             after = proc_status_kib(proc.process.pid, "VmRSS")
             status = proc.result("ph_status")

@@ -14,21 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crashkit import (
-    FAST_RETRIES,
     Accounts,
     accounts,
     delivery_counts,
     drain,
     file_sizes,
-    free_port,
-    numbered_events,
-    reaping,
-    result,
     spawn,
-    wait_until,
 )
 
 from sidecar_dev.capture import CaptureServer
+from sidecar_dev.harness import FAST_RETRIES, free_port, numbered, reaping, wait_until
 
 MiB = 1024 * 1024
 MAX_QUEUE = 500  # the default
@@ -91,17 +86,17 @@ def run_offline_week(
     with reaping() as started:
         sidecar = spawn(started, data_dir, f"http://127.0.0.1:{port}", *FAST_RETRIES)
         for call in range(calls):
-            batch = numbered_events(call * per_call, per_call, padding=padding)
-            answer = result(sidecar, "ph_send_batch", {"batch": batch})
+            batch = numbered(per_call, call * per_call, with_uuids=True, padding=padding)
+            answer = sidecar.result("ph_send_batch", {"batch": batch})
             assert answer["accepted"] == per_call, answer
             if call % every == every - 1:
                 report.samples.append(((call + 1) * per_call, *file_sizes(data_dir)))
-        report.offline_status = result(sidecar, "ph_status")
+        report.offline_status = sidecar.result("ph_status")
         report.offline_accounts = accounts(db)
         with CaptureServer(port=port) as server:
             report.drained_status = drain(sidecar)
             # The sender gives space back when it finds nothing left to send.
-            wait_until(lambda: sum(file_sizes(data_dir)) <= DRAINED_BOUND)
+            wait_until(lambda: sum(file_sizes(data_dir)) <= DRAINED_BOUND, "the space given back")
             report.drained_sizes = file_sizes(data_dir)
             assert sidecar.stop() == 0, sidecar.stderr
             report.delivered = dict(delivery_counts(server.events))

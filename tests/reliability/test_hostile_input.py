@@ -19,15 +19,7 @@ from typing import Any
 
 import pytest
 import trio
-from fm_support import (
-    FM_GUARD_S,
-    FM_KEY,
-    RawProcess,
-    fm_event,
-    fm_sidecar,
-    fm_wait_drained,
-    proc_status_kib,
-)
+from fm_support import Flood, unread_sidecar
 from hostile_corpus import (
     dumps,
     line_body,
@@ -46,6 +38,14 @@ from sidecar.queue.astore import AsyncStore
 from sidecar.wire.framing import LineDecoder, OversizedLine
 from sidecar.wire.rpc import Dispatcher, Lane, parse_line
 from sidecar_dev.capture import CaptureServer
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import (
+    GUARD_S,
+    TEST_KEY,
+    numbered,
+    proc_status_kib,
+    wait_drained,
+)
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "300"))
 RANDOM_LINES = int(os.environ.get("HOSTILE_RANDOM_LINES", "1500"))
@@ -113,7 +113,7 @@ class InProcess:
     """parse_line + the real methods on a real store, with a stub sender."""
 
     def __init__(self, folder: Path) -> None:
-        self.config = Config(data_dir=folder, host="http://127.0.0.1:9", api_key=FM_KEY,
+        self.config = Config(data_dir=folder, host="http://127.0.0.1:9", api_key=TEST_KEY,
                              max_queue=10**9)
         self.secrets: list[str] = []
 
@@ -259,9 +259,9 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
     once), never -32603, keeps bounded memory, and delivers the events queued before."""
     corpus = hostile_corpus()
     holder, port = _port_holder()
-    with fm_sidecar(tmp_path / "data", f"http://127.0.0.1:{port}",
-                    "--max-queue", "1000000", "--log-level", "debug") as proc:
-        seeded = [fm_event("seed", i) for i in range(5)]
+    with SidecarProcess(tmp_path / "data", f"http://127.0.0.1:{port}",
+                        "--max-queue", "1000000", "--log-level", "debug", api_key=TEST_KEY) as proc:
+        seeded = numbered(5, scenario="seed")
         assert proc.result("ph_send_batch", {"batch": seeded})["accepted"] == 5
         base_kib = proc_status_kib(proc.process.pid, "VmHWM")
 
@@ -290,7 +290,7 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
                 decoded = json.loads(proc.read_line())
                 check_answer(expected, decoded)
                 accepted += accepted_and_purged(decoded)[0]
-        writer.join(FM_GUARD_S)
+        writer.join(GUARD_S)
         assert not writer.is_alive()
         assert proc.call("ping")["result"] == {"version": __version__}
 
@@ -305,8 +305,8 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
         # The host comes up: the events queued before the fuzz are delivered.
         holder.close()
         with CaptureServer(port=port) as server:
-            proc.result("ph_flush", {"timeout": FM_GUARD_S})
-            fm_wait_drained(proc)
+            proc.result("ph_flush", {"timeout": GUARD_S})
+            wait_drained(proc)
             delivered = {(e["properties"].get("scenario"), e["properties"].get("n"))
                          for e in server.events}
         assert {("seed", i) for i in range(5)} <= delivered
@@ -327,7 +327,7 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
 ) -> None:
     """Writing without reading stdout: the sidecar stops reading (backpressure) with bounded
     memory, and once stdout is read every request gets its one answer."""
-    raw = RawProcess(tmp_path / "data")
+    raw = unread_sidecar(tmp_path / "data")
     try:
         assert b'"version"' in raw.ask(b'{"jsonrpc":"2.0","id":-1,"method":"ping"}\n')
         base = proc_status_kib(raw.process.pid, "VmHWM")
@@ -337,19 +337,18 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
                                  "params": params}).encode() + b"\n" for i in range(count)]
         else:
             lines = [b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % i for i in range(count)]
-        writer = raw.flood(lines)
-        written = raw.wait_blocked(writer, count)
+        writer = Flood(raw, lines)
+        written = writer.wait_blocked()
         assert writer.is_alive(), "the sidecar read everything without being read"
         assert written < count
         blocked = proc_status_kib(raw.process.pid, "VmHWM")
         ids = []
-        assert raw.process.stdout is not None
         for _ in range(count):
-            answer = json.loads(raw.process.stdout.readline())
+            answer = json.loads(raw.read_line())
             ids.append(answer["id"])
             assert ("result" in answer) and answer["jsonrpc"] == "2.0", answer
-        writer.join(FM_GUARD_S)
-        assert not raw.failed and not writer.is_alive()
+        writer.join(GUARD_S)
+        assert not writer.failed and not writer.is_alive()
         assert sorted(ids) == list(range(count))
         assert b'"version"' in raw.ask(b'{"jsonrpc":"2.0","id":-2,"method":"ping"}\n')
         peak = proc_status_kib(raw.process.pid, "VmHWM")
@@ -360,7 +359,7 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
             assert (blocked - base) < bound_mib * 1024
             assert (peak - base) < 2 * bound_mib * 1024
     finally:
-        raw.close()
+        raw.reap()
 
 
 # ---- defects this suite found ------------------------------------------------------------------
@@ -369,7 +368,7 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
 def test_jsonrpc_batch_over_the_cap_is_refused_whole(tmp_path: Path) -> None:
     """A 2 MB line holding a JSON-RPC batch of 1,000,000 junk members gets one -32600 (it used
     to build a 115 MB answer, peak +620 MB, with the loop stalled 15 s); 32 members still run."""
-    with fm_sidecar(tmp_path / "data", "http://127.0.0.1:9") as proc:
+    with SidecarProcess(tmp_path / "data", "http://127.0.0.1:9", api_key=TEST_KEY) as proc:
         base = proc_status_kib(proc.process.pid, "VmHWM")
         proc.send_raw(b"[" + b",".join([b"0"] * 1_000_000) + b"]\n")
         answer = json.loads(proc.read_line())
@@ -387,7 +386,7 @@ def test_jsonrpc_batch_over_the_cap_is_refused_whole(tmp_path: Path) -> None:
 def test_distinct_api_keys_do_not_grow_memory(tmp_path: Path) -> None:
     """Calls naming ever new api keys leave memory flat: keys over 256 characters get -32602,
     and the log masker keeps only the most recent keys (each 64 KiB key used to stay for good)."""
-    with fm_sidecar(tmp_path / "data", "http://127.0.0.1:9") as proc:
+    with SidecarProcess(tmp_path / "data", "http://127.0.0.1:9", api_key=TEST_KEY) as proc:
         assert proc.call("ping")["result"]
         base = proc_status_kib(proc.process.pid, "VmRSS")
         for i in range(400):

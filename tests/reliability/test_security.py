@@ -16,25 +16,27 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fm_support import (
-    FM_FAST,
-    FM_GUARD_S,
-    FM_KEY,
     ConnectProxy,
     TlsFiles,
-    fm_event,
-    fm_sidecar,
-    fm_wait_drained,
-    fm_wait_until,
     have_openssl,
     https_url,
     make_tls_files,
     tls_capture,
 )
 
-from sidecar.client import SidecarProcess, sidecar_command
 from sidecar.process.config import ConfigError, mask_key, normalize_host, parse_config
 from sidecar.process.methods import METHODS
 from sidecar_dev.capture import CaptureServer, Status
+from sidecar_dev.driver import SidecarProcess, sidecar_command
+from sidecar_dev.harness import (
+    FAST_RETRIES,
+    GUARD_S,
+    TEST_KEY,
+    numbered,
+    numbered_event,
+    wait_drained,
+    wait_until,
+)
 
 HOST_PARAMS = ("host", "url", "api_host", "endpoint", "capture_url", "batch_url", "base_url",
                "server", "proxy")
@@ -48,31 +50,32 @@ def test_no_call_can_change_the_host(tmp_path: Path) -> None:
     """Host-like params on every method get -32602; event fields naming another host and a
     redirect to it change nothing: every request goes to the configured server."""
     with CaptureServer() as good, CaptureServer() as evil:
-        with fm_sidecar(tmp_path / "data", good.url, *FM_FAST) as proc:
+        with SidecarProcess(tmp_path / "data", good.url, *FAST_RETRIES, api_key=TEST_KEY) as proc:
             for method in sorted(METHODS):
                 for name in HOST_PARAMS:
                     params = {name: evil.url}
                     if method == "ph_send_batch":
-                        params["batch"] = [fm_event("host", 0)]
+                        params["batch"] = [numbered_event(0, scenario="host")]
                     if method == "ph_set_opt_out":
                         params["opt_out"] = False
                     answer = proc.call(method, params)
                     assert answer["error"]["code"] == -32602, (method, name, answer)
                     assert name in answer["error"]["data"], answer
             tricky = [
-                {**fm_event("host", 1), "host": evil.url, "url": evil.batch_url},
-                fm_event("host", 2, **{"$host": evil.url, "api_host": evil.url,
+                {**numbered_event(1, scenario="host"), "host": evil.url, "url": evil.batch_url},
+                numbered_event(2, scenario="host", **{"$host": evil.url, "api_host": evil.url,
                                        "$current_url": evil.batch_url}),
             ]
             assert proc.result("ph_send_batch", {"batch": tricky})["accepted"] == 2
-            good.wait_for_events(2, timeout=FM_GUARD_S)
+            good.wait_for_events(2, timeout=GUARD_S)
             # The configured server redirects elsewhere: not followed, retried here.
             good.script(Status(307, headers={"Location": evil.batch_url}),
                         Status(308, headers={"Location": evil.batch_url}),
                         Status(301, headers={"Location": evil.batch_url}))
-            assert proc.result("ph_send_batch", {"batch": [fm_event("host", 3)]})["accepted"]
-            good.wait_for_events(3, timeout=FM_GUARD_S)
-            status = fm_wait_drained(proc)
+            batch = [numbered_event(3, scenario="host")]
+            assert proc.result("ph_send_batch", {"batch": batch})["accepted"]
+            good.wait_for_events(3, timeout=GUARD_S)
+            status = wait_drained(proc)
             assert status["host"] == good.url
             assert proc.stop() == 0
         assert evil.requests == []
@@ -110,8 +113,8 @@ def _start(
 ) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
     return subprocess.run(
-        [*sidecar_command(), "--data-dir", str(data_dir), "--api-key", FM_KEY, *args],
-        input=b"", capture_output=True, env={**env, **extra}, timeout=FM_GUARD_S, check=False,
+        [*sidecar_command(), "--data-dir", str(data_dir), "--api-key", TEST_KEY, *args],
+        input=b"", capture_output=True, env={**env, **extra}, timeout=GUARD_S, check=False,
     )
 
 
@@ -186,16 +189,18 @@ def test_api_key_never_shows_outside_the_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with CaptureServer(max_body_bytes=4000) as server:
         server.script(Status(401), Status(500, headers={"Retry-After": "0"}))
-        args = (*FM_FAST, "--log-level", "debug", "--auth-hold", "0.3", "--max-retries", "1",
+        args = (*FAST_RETRIES, "--log-level", "debug", "--auth-hold", "0.3", "--max-retries", "1",
                 "--request-timeout", "1")
-        with fm_sidecar(data_dir, server.url, *args, api_key=OPTION_KEY) as proc:
-            proc.result("ph_send_batch", {"batch": [fm_event("key", 0)]})
-            server.wait_for_requests(1, timeout=FM_GUARD_S)  # 401: the option key is held
-            proc.result("ph_send_batch", {"batch": [fm_event("key", 1)], "api_key": CALL_KEY})
-            poisoned = fm_event("key", 2, **{"$cookieless_mode": "yes"})
-            big = fm_event("key", 3, pad=os.urandom(6000).hex())
-            proc.result("ph_send_batch", {"batch": [poisoned, big, fm_event("key", 4)],
-                                          "api_key": CALL_KEY})
+        with SidecarProcess(data_dir, server.url, *args, api_key=OPTION_KEY) as proc:
+            proc.result("ph_send_batch", {"batch": [numbered_event(0, scenario="key")]})
+            server.wait_for_requests(1, timeout=GUARD_S)  # 401: the option key is held
+            proc.result("ph_send_batch",
+                        {"batch": [numbered_event(1, scenario="key")], "api_key": CALL_KEY})
+            poisoned = numbered_event(2, scenario="key", **{"$cookieless_mode": "yes"})
+            big = numbered_event(3, scenario="key", pad=os.urandom(6000).hex())
+            proc.result("ph_send_batch",
+                        {"batch": [poisoned, big, numbered_event(4, scenario="key")],
+                         "api_key": CALL_KEY})
             for bad in (
                 {"batch": "x", "api_key": CALL_KEY},
                 {"batch": [], "api_key": CALL_KEY + "x" * 300},
@@ -204,7 +209,7 @@ def test_api_key_never_shows_outside_the_database(tmp_path: Path) -> None:
                 assert proc.call("ph_send_batch", bad)["error"]["code"] == -32602
             proc.call("ping", {"api_key": CALL_KEY})
             proc.call("ph_status", [CALL_KEY])
-            fm_wait_drained(proc)
+            wait_drained(proc)
             assert proc.stop() == 0
     server_keys = {r.payload.get("api_key") for r in server.requests if r.payload}
     assert server_keys == {OPTION_KEY, CALL_KEY}  # they did go where they belong
@@ -229,11 +234,11 @@ def test_data_folder_and_database_files_are_owner_only(tmp_path: Path, umask: in
     data_dir = tmp_path / "deep" / "data"
     old = os.umask(umask)
     try:
-        proc = SidecarProcess(data_dir, "http://127.0.0.1:9", api_key=FM_KEY)
+        proc = SidecarProcess(data_dir, "http://127.0.0.1:9", api_key=TEST_KEY)
     finally:
         os.umask(old)
     try:
-        proc.result("ph_send_batch", {"batch": [fm_event("perm", i) for i in range(3)]})
+        proc.result("ph_send_batch", {"batch": numbered(3, scenario="perm")})
         names = {p.name for p in data_dir.iterdir()}
         assert names >= DATABASE_FILES, names
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -275,10 +280,10 @@ def test_untrusted_certificate_is_refused(tmp_path: Path, fm_tls: TlsFiles, whic
         "wrong name": (fm_tls.wrong_name_cert, fm_tls.wrong_name_key, fm_tls.ca_cert),
     }[which]
     with tls_capture(cert, key) as server:
-        with fm_sidecar(tmp_path / "data", https_url(server), *FM_FAST,
-                        env=_tls_env(trust)) as proc:
-            proc.result("ph_send_batch", {"batch": [fm_event("tls", i) for i in range(2)]})
-            fm_wait_until(lambda: proc.result("ph_status")["last_error"] is not None,
+        with SidecarProcess(tmp_path / "data", https_url(server), *FAST_RETRIES,
+                        env=_tls_env(trust), api_key=TEST_KEY) as proc:
+            proc.result("ph_send_batch", {"batch": numbered(2, scenario="tls")})
+            wait_until(lambda: proc.result("ph_status")["last_error"] is not None,
                           "a failed attempt")
             status = proc.result("ph_status")
             assert proc.result("ph_flush", {"timeout": 0.3})["delivered"] == 0
@@ -294,12 +299,12 @@ def test_certificate_from_a_trusted_custom_ca_is_accepted(tmp_path: Path, fm_tls
     """With SSL_CERT_FILE naming a bundle that holds the private CA, events are delivered."""
     with (
         tls_capture(fm_tls.server_cert, fm_tls.server_key) as server,
-        fm_sidecar(tmp_path / "data", https_url(server), *FM_FAST,
-                   env=_tls_env(fm_tls.ca_cert)) as proc,
+        SidecarProcess(tmp_path / "data", https_url(server), *FAST_RETRIES,
+                   env=_tls_env(fm_tls.ca_cert), api_key=TEST_KEY) as proc,
     ):
-        proc.result("ph_send_batch", {"batch": [fm_event("tls", i) for i in range(2)]})
-        server.wait_for_events(2, timeout=FM_GUARD_S)
-        assert fm_wait_drained(proc)["last_error"] is None
+        proc.result("ph_send_batch", {"batch": numbered(2, scenario="tls")})
+        server.wait_for_events(2, timeout=GUARD_S)
+        assert wait_drained(proc)["last_error"] is None
         assert proc.stop() == 0
 
 
@@ -316,10 +321,10 @@ def test_https_proxy_is_used_unless_no_proxy_matches(tmp_path: Path, fm_tls: Tls
                        "NO_PROXY": no_proxy}
                 before_events = len(server.events)
                 before_proxy = len(proxy.seen())
-                with fm_sidecar(tmp_path / f"data-{no_proxy or 'none'}", https_url(server),
-                                *FM_FAST, env=env) as proc:
-                    proc.result("ph_send_batch", {"batch": [fm_event("proxy", 0)]})
-                    server.wait_for_events(before_events + 1, timeout=FM_GUARD_S)
+                with SidecarProcess(tmp_path / f"data-{no_proxy or 'none'}", https_url(server),
+                                *FAST_RETRIES, env=env, api_key=TEST_KEY) as proc:
+                    proc.result("ph_send_batch", {"batch": [numbered_event(0, scenario="proxy")]})
+                    server.wait_for_events(before_events + 1, timeout=GUARD_S)
                     assert proc.stop() == 0
                 tunnels = proxy.seen()[before_proxy:]
                 assert tunnels == ([target] if via_proxy else []), (no_proxy, tunnels)
@@ -346,7 +351,9 @@ def test_missing_ssl_cert_file_is_not_fatal(tmp_path: Path) -> None:
     """SSL_CERT_FILE naming a file that does not exist no longer kills the process at start
     (httpx's default context raised FileNotFoundError): it serves as usual."""
     env = {"SSL_CERT_FILE": str(tmp_path / "missing.pem"), "SSL_CERT_DIR": str(tmp_path / "no")}
-    with fm_sidecar(tmp_path / "data", "https://127.0.0.1:9", env=env) as proc:
+    with SidecarProcess(tmp_path / "data", "https://127.0.0.1:9", env=env,
+                        api_key=TEST_KEY) as proc:
         assert proc.result("ping")["version"]
-        assert proc.result("ph_send_batch", {"batch": [fm_event("env", 0)]})["accepted"] == 1
+        batch = [numbered_event(0, scenario="env")]
+        assert proc.result("ph_send_batch", {"batch": batch})["accepted"] == 1
         assert proc.stop() == 0, proc.stderr

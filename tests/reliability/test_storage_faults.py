@@ -21,24 +21,17 @@ from typing import Any
 
 import pytest
 from crashkit import (
-    FAST_RETRIES,
-    GUARD_S,
     accounts,
-    call,
     delivery_counts,
     drain,
-    free_port,
-    kill_tree,
-    numbered_events,
     queued_numbers,
     quick_check,
-    reaping,
-    result,
     spawn,
 )
 
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import CaptureServer, Delay
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import FAST_RETRIES, GUARD_S, free_port, numbered, reaping
 
 ERROR_STORAGE_UNAVAILABLE = -32001
 BATCH_SIZE = 50
@@ -51,14 +44,14 @@ def offline_host() -> str:
 
 def send(sidecar: SidecarProcess, batch: list[dict[str, Any]]) -> dict[str, Any]:
     """`ph_send_batch`, checking every event was accepted."""
-    answer = result(sidecar, "ph_send_batch", {"batch": batch})
+    answer = sidecar.result("ph_send_batch", {"batch": batch})
     assert answer["accepted"] == len(batch), answer
     return answer
 
 
 def storage_error(sidecar: SidecarProcess, batch: list[dict[str, Any]]) -> dict[str, Any]:
     """`ph_send_batch` expected to fail with -32001; returns the error object."""
-    response = call(sidecar, "ph_send_batch", {"batch": batch})
+    response = sidecar.call("ph_send_batch", {"batch": batch})
     assert "error" in response, response
     error: dict[str, Any] = response["error"]
     assert error["code"] == ERROR_STORAGE_UNAVAILABLE, error
@@ -156,13 +149,13 @@ def _database_with_rows_and_wal(
     -shm behind, the -wal holding `wal_events` more events (or no frame at all)."""
     host = offline_host()
     first = spawn(started, data_dir, host, "--max-queue", "100000")
-    send(first, numbered_events(0, 400, padding=500))
+    send(first, numbered(400, 0, with_uuids=True, padding=500))
     assert first.stop() == 0, first.stderr
     db = data_dir / "telemetry.db"
     if wal_events:
         second = spawn(started, data_dir, host, "--max-queue", "100000")
-        send(second, numbered_events(400, wal_events, padding=500))
-        kill_tree(second)
+        send(second, numbered(wal_events, 400, with_uuids=True, padding=500))
+        second.kill()
     else:
         # A sidecar writes at once (its sender leases rows): a reader that dies leaves the
         # -wal and -shm without a frame.
@@ -192,7 +185,7 @@ def test_damaged_database_is_set_aside_whole_and_a_fresh_queue_works(
         originals = {suffix: Path(f"{db}{suffix}").read_bytes() for suffix in ("", "-wal")}
 
         sidecar = spawn(started, data_dir, server.url, *FAST_RETRIES)
-        status = result(sidecar, "ph_status")
+        status = sidecar.result("ph_status")
         aside = Path(status["quarantined_db"])
         assert aside.parent == data_dir
         assert aside.name.startswith("telemetry.db.corrupt-")
@@ -202,18 +195,18 @@ def test_damaged_database_is_set_aside_whole_and_a_fresh_queue_works(
         assert Path(f"{aside}-shm").exists()
         assert status["queued"] == 0
         # The fresh queue works: events are stored and delivered.
-        send(sidecar, numbered_events(1000, 120))
+        send(sidecar, numbered(120, 1000, with_uuids=True))
         assert drain(sidecar)["queued"] == 0
         assert sorted(delivery_counts(server.events)) == list(range(1000, 1120))
-        assert result(sidecar, "ph_status")["quarantined_db"] == str(aside)
+        assert sidecar.result("ph_status")["quarantined_db"] == str(aside)
         assert sidecar.stop() == 0, sidecar.stderr
 
         # No crash loop: the fresh database is fine, so the next start keeps and uses it.
         again = spawn(started, data_dir, server.url, *FAST_RETRIES)
-        status = result(again, "ph_status")
+        status = again.result("ph_status")
         assert status["quarantined_db"] is None
         assert status["delivered"] == 120  # the counters of the fresh queue carried over
-        send(again, numbered_events(2000, 5))
+        send(again, numbered(5, 2000, with_uuids=True))
         assert drain(again)["queued"] == 0
         assert again.stop() == 0, again.stderr
         assert sorted(delivery_counts(server.events)) == [*range(1000, 1120), *range(2000, 2005)]
@@ -232,19 +225,21 @@ def test_full_disk_refuses_new_batches_keeps_the_queue_and_recovers_without_rest
     db = data_dir / "telemetry.db"
     with reaping() as started:
         sidecar = spawn(started, data_dir, offline_host(), "--max-queue", "100000", *FAST_RETRIES)
-        send(sidecar, numbered_events(0, 200, padding=500))
+        send(sidecar, numbered(200, 0, with_uuids=True, padding=500))
         filler = small_fs / "filler"
         fill(filler)
-        refusals = [storage_error(sidecar, numbered_events(1000 + 300 * i, 300, padding=500))
-                    for i in range(3)]
+        refusals = [
+            storage_error(sidecar, numbered(300, 1000 + 300 * i, with_uuids=True, padding=500))
+            for i in range(3)
+        ]
         for error in refusals:
             assert error["message"] == "Storage unavailable"
             assert "full" in error["data"], error
-        assert result(sidecar, "ping")  # still up and answering
-        status = result(sidecar, "ph_status")
+        assert sidecar.result("ping")  # still up and answering
+        status = sidecar.result("ph_status")
         assert status["queued"] == 200
         filler.unlink()
-        assert send(sidecar, numbered_events(5000, 300, padding=500))["queued"] == 500
+        assert send(sidecar, numbered(300, 5000, with_uuids=True, padding=500))["queued"] == 500
         assert sidecar.stop() == 0, sidecar.stderr
     assert quick_check(db) == "ok"
     assert queued_numbers(db) == set(range(200)) | set(range(5000, 5300))
@@ -260,17 +255,17 @@ def test_disk_filling_during_a_delivery_does_not_kill_the_process(small_fs: Path
     with CaptureServer() as server, reaping() as started:
         server.script(Delay(1.0))  # the first request waits on the server while we fill
         sidecar = spawn(started, data_dir, server.url, "--max-queue", "100000", *FAST_RETRIES)
-        send(sidecar, numbered_events(0, 200, padding=500))
+        send(sidecar, numbered(200, 0, with_uuids=True, padding=500))
         server.wait_for_arrivals(1, timeout=GUARD_S)
         filler = small_fs / "filler"
         fill(filler)
         server.wait_for_requests(1, timeout=GUARD_S)
         time.sleep(1.0)  # the sidecar now fails to delete the delivered rows
         assert sidecar.process.poll() is None, sidecar.stderr
-        assert result(sidecar, "ping")
-        storage_error(sidecar, numbered_events(1000, 300, padding=500))
+        assert sidecar.result("ping")
+        storage_error(sidecar, numbered(300, 1000, with_uuids=True, padding=500))
         filler.unlink()
-        send(sidecar, numbered_events(2000, 100))
+        send(sidecar, numbered(100, 2000, with_uuids=True))
         status = drain(sidecar)
         assert status["queued"] == 0, status
         assert sidecar.stop() == 0, sidecar.stderr
@@ -293,7 +288,7 @@ def test_read_only_data_folder_refuses_batches_until_writable_without_restart(
     data_dir = small_fs / "data"
     with reaping() as started:
         first = spawn(started, data_dir, offline_host(), *FAST_RETRIES)
-        send(first, numbered_events(0, 100))
+        send(first, numbered(100, 0, with_uuids=True))
         assert first.stop() == 0, first.stderr
         view = tmp_path / "view"
         view.mkdir()
@@ -304,14 +299,14 @@ def test_read_only_data_folder_refuses_batches_until_writable_without_restart(
             if done.returncode:
                 pytest.skip(f"cannot make a bind mount read-only: {done.stderr.strip()}")
             sidecar = spawn(started, view, offline_host(), *FAST_RETRIES)
-            assert result(sidecar, "ping")
-            error = storage_error(sidecar, numbered_events(100, 10))
+            assert sidecar.result("ping")
+            error = storage_error(sidecar, numbered(10, 100, with_uuids=True))
             assert "Read-only file system" in error["data"], error
             assert sidecar.process.poll() is None
             done = _mount("-o", "remount,bind,rw", str(view))
             assert done.returncode == 0, done.stderr
-            assert send(sidecar, numbered_events(200, 10))["queued"] == 110
-            assert result(sidecar, "ph_status")["quarantined_db"] is None
+            assert send(sidecar, numbered(10, 200, with_uuids=True))["queued"] == 110
+            assert sidecar.result("ph_status")["quarantined_db"] is None
             assert sidecar.stop() == 0, sidecar.stderr
         finally:
             _unmount(view)
@@ -326,7 +321,7 @@ def test_nested_data_folder_is_created_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "not" / "yet" / "there" / "data"
     with reaping() as started:
         sidecar = spawn(started, data_dir, offline_host())
-        send(sidecar, numbered_events(0, 3))
+        send(sidecar, numbered(3, 0, with_uuids=True))
         assert sidecar.stop() == 0, sidecar.stderr
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "telemetry.db").stat().st_mode) == 0o600

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import psutil
 from crashkit import (
-    FAST_RETRIES,
     Accounts,
     Feeder,
     accounts,
@@ -25,26 +23,18 @@ from crashkit import (
     delivery_counts,
     drain,
     extra_deliveries,
-    kill_tree,
     never_delivered,
-    reaping,
     redeliveries,
     spawn,
-    wait_until,
 )
 
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import CaptureServer, Delay
+from sidecar_dev.driver import SidecarProcess
+from sidecar_dev.harness import FAST_RETRIES, reaping, wait_until
 
 BATCH_SIZE = 50  # the sidecar's default --batch-size
 # Each request waits this long on the server, so a process has a batch out most of the time.
 SERVER_DELAY_S = 0.2
-
-
-def process_tree(sidecar: SidecarProcess) -> list[int]:
-    """The pids of the sidecar and its children (a one-file build runs the sidecar as a child)."""
-    root = psutil.Process(sidecar.process.pid)
-    return [root.pid, *(child.pid for child in root.children(recursive=True))]
 
 
 def leased_by(db: Path, pids: list[int]) -> int:
@@ -61,12 +51,8 @@ def leased_by(db: Path, pids: list[int]) -> int:
 
 def mid_delivery(db: Path, sidecar: SidecarProcess) -> bool:
     """Whether the sidecar holds a lease (or is gone, so waiting is over)."""
-    if sidecar.process.poll() is not None:
-        return True
-    try:
-        return leased_by(db, process_tree(sidecar)) > 0
-    except psutil.NoSuchProcess:
-        return True
+    pids = [process.pid for process in sidecar.tree()]
+    return not pids or not sidecar.running or leased_by(db, pids) > 0
 
 
 @dataclass
@@ -147,9 +133,9 @@ def run_two_processes(crashes: int, seed: int, workdir: Path) -> TwoProcessRepor
         for _ in range(crashes):
             feeders = [feed(victim, 12, wait=True), feed(second, 3, wait=True)]
             # Mid-delivery: it holds a lease, so a batch is claimed, on the wire or answered.
-            assert wait_until(partial(mid_delivery, db, victim))
+            wait_until(partial(mid_delivery, db, victim), "a lease held by the victim")
             time.sleep(rng.uniform(0.0, SERVER_DELAY_S * 1.5))
-            kill_tree(victim)
+            victim.kill()
             cuts.append(time.monotonic())
             for feeder in feeders:
                 feeder.join()

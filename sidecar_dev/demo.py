@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.client import SidecarProcess
 from sidecar_dev.capture import CaptureServer, ReceivedRequest, format_event_line
+from sidecar_dev.driver import SidecarProcess
 
 DEMO_KEY = "phc_demo_local_key"
 
@@ -87,8 +87,7 @@ def run_demo(data_dir: Path) -> int:
         print(f"  sidecar exited with {code}", flush=True)
     finally:
         server.close()
-        if sidecar.process.poll() is None:
-            sidecar.kill()
+        sidecar.reap()
     ok = code == 0 and status["queued"] == 0 and status["delivered"] == 5
     print("\nall events delivered" if ok else f"\nsomething is off: {status}", flush=True)
     return 0 if ok else 1
@@ -96,7 +95,7 @@ def run_demo(data_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `--sidecar` and `--data-dir`, then run the demo."""
-    parser = argparse.ArgumentParser(prog="python -m sidecar.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sidecar_dev.demo", description=__doc__)
     parser.add_argument("--sidecar", help="command that starts the sidecar (default: this Python)")
     parser.add_argument("--data-dir", type=Path, help="queue folder (default: a temporary one)")
     args = parser.parse_args(argv)
