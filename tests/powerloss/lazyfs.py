@@ -21,6 +21,9 @@ The model (stricter than ext4, as POSIX allows):
   that directory, as a journal commits in order: a change never becomes durable before one made
   earlier. A rename touches both of its directories. An fsync of a file makes none of its entries
   durable: a new file whose folder was not synced is gone after a cut, whatever was synced in it.
+  Because of the journal order, a new folder's own entry becomes durable with an fsync of the
+  folder itself, as on a journaling file system such as ext4; a file system that orders nothing
+  would also need an fsync of its parent.
 * A cut drops every unsynced change and every open file, and the mount goes on serving the
   backing folder's contents, as a machine that rebooted.
 
