@@ -1,4 +1,4 @@
-"""The fake PostHog capture server, exercised over real HTTP on 127.0.0.1."""
+"""The local capture server over real HTTP on 127.0.0.1: PostHog's answers, faults, waits, CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 import gzip
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +32,6 @@ from sidecar_dev.capture import (
     Status,
     distinct_id_of,
     format_event_line,
-    process_capture,
 )
 from sidecar_dev.capture import http as capture_http
 
@@ -457,6 +457,108 @@ def test_non_capture_paths_are_not_scripted(server: CaptureServer, client: httpx
     assert [r.status for r in server.requests] == [200, 404, 200]
 
 
+# ---- HTTP framing ---------------------------------------------------------------------------
+
+
+def raw_exchange(server: CaptureServer, request: bytes) -> bytes:
+    """Send raw request bytes on a fresh connection and read until the server closes it."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_chunked_body_is_read_and_accepted(server: CaptureServer, client: httpx.Client) -> None:
+    """A body sent with Transfer-Encoding: chunked is reassembled and handled like any other."""
+    body = gz(make_batch(make_event(0), make_event(1)))
+    response = client.post("/batch/", content=iter([body[:10], body[10:]]))
+
+    assert response.status_code == 200
+    assert server.requests[0].header("transfer-encoding") == "chunked"
+    assert server.requests[0].body_size == len(body)
+    assert server.events == [make_event(0), make_event(1)]
+
+
+def test_keep_alive_serves_requests_one_after_another_on_one_connection(
+    server: CaptureServer,
+) -> None:
+    """Two pipelined requests on one connection get two answers, in order, then the close."""
+    body = json.dumps(make_batch(make_event())).encode()
+    head = f"POST /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    request = head.encode() + b"\r\n" + body
+    last = head.encode() + b"Connection: close\r\n\r\n" + body
+
+    answer = raw_exchange(server, request + last)
+
+    assert answer.count(b"HTTP/1.1 200 OK") == 2
+    assert answer.endswith(b'{"status":1}')
+    assert len(server.events) == 2
+
+
+def test_expect_100_continue_is_honoured(server: CaptureServer) -> None:
+    """A client that waits for 100 Continue gets it before sending its body, then the answer."""
+    body = json.dumps(make_batch(make_event())).encode()
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /batch/ HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        interim = sock.recv(65536)
+        sock.sendall(body)
+        final = b""
+        while chunk := sock.recv(65536):
+            final += chunk
+
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    assert final.startswith(b"HTTP/1.1 200 ")
+    assert server.events == [make_event()]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"POST /batch/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+)
+def test_broken_framing_is_answered_400_and_closed(
+    server: CaptureServer, request_bytes: bytes
+) -> None:
+    """A malformed head, Content-Length or chunk gets 400 and the connection closes."""
+    answer = raw_exchange(server, request_bytes)
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"invalid request framing" in answer
+    assert server.events == []
+
+
+def test_a_body_past_twice_the_cap_is_refused_without_being_read() -> None:
+    """Past twice max_body_bytes the 413 goes out at once and the connection is closed."""
+    with CaptureServer(max_body_bytes=1000) as server:
+        head = b"POST /batch/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        answer = raw_exchange(server, head)
+        [request] = server.requests
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in answer.lower()
+    assert (request.status, request.body_size) == (413, 5000)
+
+
+def test_a_scripted_content_length_longer_than_the_body_never_completes(
+    server: CaptureServer, client: httpx.Client
+) -> None:
+    """Status with a Content-Length past its body sends the short body, so the read times out."""
+    server.script(Status(200, body=b'{"status":1}', headers={"Content-Length": "4096"}))
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/batch/", json=make_batch(make_event()), timeout=0.3)
+
+    assert server.events == [make_event()]
+    assert client.post("/batch/", json=make_batch(make_event(1))).status_code == 200
+
+
 # ---- waiting and failure --------------------------------------------------------------------
 
 
@@ -523,32 +625,7 @@ async def test_trio_code_can_drive_the_server() -> None:
     assert sorted(e["uuid"] for e in events) == [make_event(0)["uuid"], make_event(1)["uuid"]]
 
 
-# ---- the pure layer and the command line ----------------------------------------------------
-
-
-def test_distinct_id_follows_posthog_rules() -> None:
-    """distinct_id_of stringifies non-strings, falls back to properties and truncates to 200."""
-    assert distinct_id_of({"distinct_id": 23.5}) == "23.5"
-    assert distinct_id_of({"$distinct_id": "a"}) == "a"
-    assert distinct_id_of({"distinct_id": {"b": 1, "a": [2]}}) == '{"a":[2],"b":1}'
-    assert distinct_id_of({"distinct_id": None, "properties": {"distinct_id": "p"}}) == "p"
-    assert distinct_id_of({"distinct_id": "x" * 300}) == "x" * 200
-    assert distinct_id_of({"distinct_id": "\0"}) == "\ufffd"
-    assert distinct_id_of({"distinct_id": ""}) is None
-
-
-def test_process_capture_answers_without_a_server() -> None:
-    """The PostHog logic is a pure function: bytes in, status, body and events out."""
-    ok = process_capture(gz(make_batch(make_event())), path="/batch/")
-    refused = process_capture(b"[]", path="/batch/")
-
-    assert (ok.status, ok.body, ok.was_gzip, ok.events) == (
-        200,
-        b'{"status":1}',
-        True,
-        (make_event(),),
-    )
-    assert (refused.status, refused.error) == (400, "request holds no event")
+# ---- the command line --------------------------------------------------------------------
 
 
 def test_format_event_line_is_one_compact_line() -> None:
