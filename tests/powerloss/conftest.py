@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 from lazymount import LazyMount, fuse_missing, lazy_mount
 
 
-def require_fuse() -> None:
+@pytest.fixture(scope="session")
+def fuse() -> None:
     """Skip where FUSE cannot mount; in CI (CI set) fail instead, so the suite never goes quiet."""
     reason = fuse_missing()
     if reason is None:
@@ -26,8 +27,7 @@ def require_fuse() -> None:
 
 
 @pytest.fixture
-def mount(tmp_path: Path) -> Iterator[LazyMount]:
+def mount(fuse: None, tmp_path: Path) -> Iterator[LazyMount]:
     """`lazyfs.py` mounted on `tmp_path/mnt` over `tmp_path/mnt.backing`, unmounted after."""
-    require_fuse()
     with lazy_mount(tmp_path) as mounted:
         yield mounted
