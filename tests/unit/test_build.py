@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import shutil
 import subprocess
@@ -122,3 +123,26 @@ def test_print_path_names_the_binary_without_building(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == (
         "dist/telemetry-sidecar-aarch64-apple-darwin-onedir/telemetry-sidecar-aarch64-apple-darwin\n"
     )
+
+
+def imported_modules(source: Path) -> set[str]:
+    """The modules `source` imports by name; a relative import counts as `sidecar`."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add("sidecar" if node.level else node.module or "")
+    return names
+
+
+def test_the_product_package_imports_no_dev_tool() -> None:
+    """No module of sidecar/ imports sidecar_dev, tests or bench, so the binary leaves them out."""
+    reaching_out = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "sidecar").rglob("*.py")
+        for name in imported_modules(path)
+        if name.split(".")[0] in {"sidecar_dev", "tests", "bench"}
+    }
+    assert (ROOT / "sidecar_dev" / "capture" / "__init__.py").is_file()
+    assert reaching_out == set()
