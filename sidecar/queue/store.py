@@ -145,6 +145,22 @@ class LeaseOwner:
             return False
 
 
+# Upserts of one `ph_meta` entry: add to a counter, or set a value.
+_ADD_META = (
+    "INSERT INTO ph_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
+)
+_PUT_META = (
+    "INSERT INTO ph_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+def _marks(count: int) -> str:
+    """The `?, ?, …` of an `IN (…)` list of `count` values."""
+    return ",".join("?" * count)
+
+
 def _unavailable(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _UNAVAILABLE_CODES
@@ -206,11 +222,6 @@ class Store:
                 finally:
                     self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
-    def quick_check(self) -> str:
-        """SQLite's own consistency check: 'ok' or the first problem found."""
-        row = self._db.execute("PRAGMA quick_check").fetchone()
-        return str(row[0]) if row else "no answer"
-
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; disk and permission failures become StorageUnavailable."""
@@ -246,29 +257,26 @@ class Store:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            # Databases made by earlier builds carry an index on the lease columns.
-            # Each claim and delivery had to rewrite it, and the scans it served only skip the
-            # few rows in flight. Dropping it needs no new schema version: older sidecars work
-            # the same without it, so going back to one stays possible.
+            # No index on the lease columns (a database from an older build may carry one):
+            # every claim and delivery would rewrite it, and the scans it would serve only skip
+            # the few rows in flight. Older sidecars work the same without it, so dropping it
+            # needs no new schema version and going back to one stays possible.
             db.execute("DROP INDEX IF EXISTS ph_event_queue_lease")
 
     # ---- counters and flags ---------------------------------------------------------------
 
-    def _add_counter(self, db: sqlite3.Connection, name: str, amount: int) -> None:
+    @staticmethod
+    def _add_counter(db: sqlite3.Connection, name: str, amount: int) -> None:
         if amount:
-            db.execute(
-                "INSERT INTO ph_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
-                (name, amount),
-            )
+            db.execute(_ADD_META, (name, amount))
+
+    @staticmethod
+    def _put_meta(db: sqlite3.Connection, name: str, value: object) -> None:
+        db.execute(_PUT_META, (name, value))
 
     def _get_meta(self, name: str) -> object:
         row = self._db.execute("SELECT value FROM ph_meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else row[0]
-
-    def _counter(self, name: str) -> int:
-        value = self._get_meta(name)
-        return int(value) if isinstance(value, int) else 0
 
     def opted_out(self) -> bool:
         """Whether the user opted out of analytics (persisted)."""
@@ -277,11 +285,7 @@ class Store:
     def set_last_error(self, message: str | None) -> None:
         """Remember the most recent delivery problem (None once delivery works again)."""
         with self._write() as db:
-            db.execute(
-                "INSERT INTO ph_meta (key, value) VALUES ('last_error', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (message,),
-            )
+            self._put_meta(db, "last_error", message)
 
     # ---- the queue --------------------------------------------------------------------------
 
@@ -309,7 +313,7 @@ class Store:
             overflow = max(0, depth - max_queue)
             if overflow:
                 # The oldest go, on the wire or not, as the contract says. Sparing leased rows
-                # made which events survive depend on whether a request was in flight.
+                # would make which events survive depend on whether a request is in flight.
                 db.execute(
                     "DELETE FROM ph_event_queue WHERE id IN (SELECT id FROM ph_event_queue "
                     "ORDER BY id LIMIT ?)",
@@ -323,39 +327,19 @@ class Store:
 
     @staticmethod
     def _depth(db: sqlite3.Connection) -> int:
-        # A counter kept in step by every insert and delete: COUNT(*) is O(queue) and ran on
-        # every enqueue. `_resync_depth` rebuilds it at open, so it cannot drift for long.
+        # A counter kept in step by every insert and delete, since COUNT(*) is O(queue) and
+        # enqueue needs the depth each time. `_resync_depth` rebuilds it at open.
         row = db.execute("SELECT value FROM ph_meta WHERE key = ?", (_QUEUED,)).fetchone()
         return int(row[0]) if row and isinstance(row[0], int) else 0
 
     def _resync_depth(self) -> None:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO ph_meta (key, value) "
-                "VALUES (?, (SELECT COUNT(*) FROM ph_event_queue)) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_QUEUED,),
-            )
+            depth = db.execute("SELECT COUNT(*) FROM ph_event_queue").fetchone()[0]
+            self._put_meta(db, _QUEUED, depth)
 
     def depth(self) -> int:
         """Events in the queue, leased or not."""
         return self._depth(self._db)
-
-    def claim(
-        self,
-        limit: int,
-        *,
-        max_bytes: int,
-        exclude_keys: Collection[str] = (),
-        now: float | None = None,
-    ) -> Claim | None:
-        """Lease the oldest free events of one api key: at most `limit` and about `max_bytes`.
-
-        The first event is always taken whatever its size, so one big event cannot block the
-        queue; the server's 413 decides its fate.
-        """
-        with self._write() as db:
-            return self._claim(db, limit, max_bytes, exclude_keys, now)
 
     def complete(self, ids: Sequence[int]) -> int:
         """Delivered: delete our leased rows and count them. Returns how many were ours."""
@@ -371,8 +355,14 @@ class Store:
         exclude_keys: Collection[str] = (),
         now: float | None = None,
     ) -> tuple[int, Claim | None]:
-        """`complete(ids)` then `claim(...)` in one transaction: one commit per request
-        while a backlog drains, instead of two."""
+        """Delete our delivered rows `ids` (as `complete`) and lease the oldest free events of
+        one api key not in `exclude_keys`, at most `limit` and about `max_bytes`, in one
+        transaction: one commit per request while a backlog drains.
+
+        The first event is always taken whatever its size, so one big event cannot block the
+        queue; the server's 413 decides its fate. Returns the rows completed and the claim, or
+        None when nothing is free.
+        """
         with self._write() as db:
             completed = self._complete(db, ids)
             return completed, self._claim(db, limit, max_bytes, exclude_keys, now)
@@ -387,7 +377,7 @@ class Store:
     ) -> Claim | None:
         leased_at = time.time() if now is None else now
         excluded = list(exclude_keys)
-        key_filter = f"AND api_key NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        key_filter = f"AND api_key NOT IN ({_marks(len(excluded))})" if excluded else ""
         first = db.execute(
             f"SELECT id, api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} "  # noqa: S608
             "ORDER BY id LIMIT 1",
@@ -412,7 +402,7 @@ class Store:
         ids = [event.id for event in chosen]
         db.execute(
             f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
-            f"WHERE id IN ({','.join('?' * len(ids))})",
+            f"WHERE id IN ({_marks(len(ids))})",
             [self._owner_token, leased_at, *ids],
         )
         return Claim(api_key, tuple(chosen))
@@ -443,8 +433,7 @@ class Store:
             return 0
         with self._write() as db:
             params = [self._owner_token, *ids]
-            placeholders = ",".join("?" * len(ids))
-            where = f"lease_owner = ? AND id IN ({placeholders})"
+            where = f"lease_owner = ? AND id IN ({_marks(len(ids))})"
             dropped = 0
             if count_retry:
                 db.execute(
@@ -466,9 +455,8 @@ class Store:
     def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
         if not ids:
             return 0
-        placeholders = ",".join("?" * len(ids))
         return db.execute(
-            f"DELETE FROM ph_event_queue WHERE lease_owner = ? AND id IN ({placeholders})",  # noqa: S608
+            f"DELETE FROM ph_event_queue WHERE lease_owner = ? AND id IN ({_marks(len(ids))})",  # noqa: S608
             [self._owner_token, *ids],
         ).rowcount
 
@@ -509,11 +497,7 @@ class Store:
     def set_opt_out(self, opt_out: bool) -> int:
         """Persist the opt-out flag; opting out purges the queue. Returns events purged."""
         with self._write() as db:
-            db.execute(
-                "INSERT INTO ph_meta (key, value) VALUES ('opted_out', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (int(opt_out),),
-            )
+            self._put_meta(db, "opted_out", int(opt_out))
             purged = db.execute("DELETE FROM ph_event_queue").rowcount if opt_out else 0
             self._add_counter(db, DropReason.OPT_OUT, purged)
             self._add_counter(db, _QUEUED, -purged)
@@ -545,11 +529,6 @@ class Store:
             opted_out=bool(meta.get("opted_out")),
             last_error=None if last_error is None else str(last_error),
         )
-
-    def inserted_total(self) -> int:
-        """Events ever handed to `enqueue` (stored, or refused while opted out), for accounting
-        checks: it equals delivered + queued + the sum of the drop counters."""
-        return self._counter("inserted")
 
 
 def _create_private(path: Path) -> None:

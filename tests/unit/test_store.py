@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import store_probe as probe
 
 from sidecar.queue import store as store_module
 from sidecar.queue.store import (
@@ -115,7 +116,7 @@ def test_wal_mode_and_schema_version(db_path: Path, store: Store) -> None:
         assert reader.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         reader.close()
-    assert store.quick_check() == "ok"
+    assert probe.quick_check(store.path) == "ok"
 
 
 def test_an_earlier_builds_lease_index_is_dropped_and_its_rows_kept(db_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_an_earlier_builds_lease_index_is_dropped_and_its_rows_kept(db_path: Pat
     schema version (so an earlier build can still open it), with its queued and leased rows."""
     first = Store(db_path, owner=dead_owner())
     first.enqueue("k", bodies(1, 2, 3), max_queue=10)
-    assert first.claim(1, max_bytes=BIG) is not None
+    assert probe.claim(first, 1, max_bytes=BIG) is not None
     first.close()
     with sqlite3.connect(db_path) as old:
         old.execute("CREATE INDEX ph_event_queue_lease ON ph_event_queue (lease_owner, id)")
@@ -135,7 +136,7 @@ def test_an_earlier_builds_lease_index_is_dropped_and_its_rows_kept(db_path: Pat
         assert indexes == []
         assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert reopened.recover_leases() == 1
-        claim = reopened.claim(10, max_bytes=BIG)
+        claim = probe.claim(reopened, 10, max_bytes=BIG)
         assert claim is not None and [e.body for e in claim.events] == bodies(1, 2, 3)
     finally:
         reopened.close()
@@ -168,28 +169,28 @@ def test_enqueue_then_claim_complete(store: Store) -> None:
     result = store.enqueue("k", bodies(1, 2, 3), max_queue=10)
     assert (result.accepted, result.dropped_overflow, result.queued) == (3, 0, 3)
     assert not result.opted_out
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     assert claim.api_key == "k"
     assert [e.body for e in claim.events] == bodies(1, 2, 3)
     assert claim.ids == sorted(claim.ids)
     assert all(e.retry_count == 0 for e in claim.events)
-    assert store.claim(10, max_bytes=BIG) is None  # all leased
+    assert probe.claim(store, 10, max_bytes=BIG) is None  # all leased
     assert store.complete(claim.ids) == 3
     assert store.depth() == 0
     assert store.status().delivered == 3
-    assert store.inserted_total() == 3
+    assert probe.inserted_total(store.path) == 3
 
 
 def test_claim_on_empty_queue_is_none(store: Store) -> None:
     """Nothing queued: claim returns None."""
-    assert store.claim(5, max_bytes=BIG) is None
+    assert probe.claim(store, 5, max_bytes=BIG) is None
 
 
 def test_leases_are_recorded_with_owner(store: Store) -> None:
     """A claimed row carries this store's owner token; released rows carry none."""
     store.enqueue("k", bodies(1, 2), max_queue=10)
-    claim = store.claim(1, max_bytes=BIG)
+    claim = probe.claim(store, 1, max_bytes=BIG)
     assert claim is not None
     rows = all_rows(store.path)
     assert [r[4] for r in rows] == [store.owner.token, None]
@@ -201,10 +202,10 @@ def test_release_without_retry_count_keeps_rows(store: Store) -> None:
     """An uncounted release (offline) frees the rows with retry_count unchanged."""
     store.enqueue("k", bodies(1), max_queue=10)
     for _ in range(10):
-        claim = store.claim(5, max_bytes=BIG)
+        claim = probe.claim(store, 5, max_bytes=BIG)
         assert claim is not None
         assert store.release(claim.ids, count_retry=False, max_retries=0) == 0
-    claim = store.claim(5, max_bytes=BIG)
+    claim = probe.claim(store, 5, max_bytes=BIG)
     assert claim is not None
     assert claim.events[0].retry_count == 0
 
@@ -212,7 +213,7 @@ def test_release_without_retry_count_keeps_rows(store: Store) -> None:
 def test_drop_counts_under_its_reason(store: Store) -> None:
     """Dropping claimed rows removes them and counts them under the given reason."""
     store.enqueue("k", bodies(1, 2, 3), max_queue=10)
-    claim = store.claim(2, max_bytes=BIG)
+    claim = probe.claim(store, 2, max_bytes=BIG)
     assert claim is not None
     assert store.drop(claim.ids, DropReason.REJECTED) == 2
     status = store.status()
@@ -239,7 +240,7 @@ def test_complete_and_claim_settles_one_request_and_leases_the_next(store: Store
     store.enqueue("b", bodies(3), max_queue=100)
     store.enqueue("a", bodies(4, 5), max_queue=100)
     store.set_last_error("HTTP 503 from capture")
-    first = store.claim(2, max_bytes=BIG)
+    first = probe.claim(store, 2, max_bytes=BIG)
     assert first is not None and [e.body for e in first.events] == bodies(1, 2)
     done, second = store.complete_and_claim(first.ids, 2, max_bytes=BIG, exclude_keys=["b"])
     assert done == 2
@@ -251,7 +252,7 @@ def test_complete_and_claim_settles_one_request_and_leases_the_next(store: Store
     assert done == 2 and third is not None and [e.body for e in third.events] == bodies(3)
     assert store.complete_and_claim(third.ids, 2, max_bytes=BIG) == (1, None)
     assert store.complete_and_claim([], 2, max_bytes=BIG) == (0, None)
-    assert accounted(store) == store.inserted_total() == 5
+    assert accounted(store) == probe.inserted_total(store.path) == 5
 
 
 def test_complete_clears_last_error(store: Store) -> None:
@@ -261,7 +262,7 @@ def test_complete_clears_last_error(store: Store) -> None:
     store.enqueue("k", bodies(1), max_queue=10)
     assert store.complete([]) == 0
     assert store.status().last_error == "HTTP 503 from capture"
-    claim = store.claim(1, max_bytes=BIG)
+    claim = probe.claim(store, 1, max_bytes=BIG)
     assert claim is not None
     store.complete(claim.ids)
     assert store.status().last_error is None
@@ -289,7 +290,7 @@ def test_overflow_within_one_batch_keeps_the_newest(store: Store) -> None:
 def test_overflow_drops_the_oldest_even_when_in_flight(store: Store) -> None:
     """The oldest rows go first whether or not they are on the wire, as the contract says."""
     store.enqueue("k", bodies(1, 2, 3), max_queue=5)
-    claim = store.claim(2, max_bytes=BIG)  # 1 and 2 are in flight
+    claim = probe.claim(store, 2, max_bytes=BIG)  # 1 and 2 are in flight
     assert claim is not None
     store.enqueue("k", bodies(4, 5, 6), max_queue=5)
     assert queued_bodies(store) == bodies(2, 3, 4, 5, 6)
@@ -308,10 +309,10 @@ def test_claim_takes_one_api_key_at_a_time_oldest_first(store: Store) -> None:
     store.enqueue("a", bodies(1), max_queue=100)
     store.enqueue("b", bodies(2), max_queue=100)
     store.enqueue("a", bodies(3), max_queue=100)
-    first = store.claim(10, max_bytes=BIG)
+    first = probe.claim(store, 10, max_bytes=BIG)
     assert first is not None
     assert (first.api_key, [e.body for e in first.events]) == ("a", bodies(1, 3))
-    second = store.claim(10, max_bytes=BIG)
+    second = probe.claim(store, 10, max_bytes=BIG)
     assert second is not None
     assert (second.api_key, [e.body for e in second.events]) == ("b", bodies(2))
 
@@ -320,7 +321,7 @@ def test_claim_respects_limit(store: Store) -> None:
     """At most `limit` events are leased per claim, the oldest ones."""
     store.enqueue("k", bodies(*range(7)), max_queue=100)
     sizes = []
-    while (claim := store.claim(3, max_bytes=BIG)) is not None:
+    while (claim := probe.claim(store, 3, max_bytes=BIG)) is not None:
         sizes.append([e.body for e in claim.events])
     assert sizes == [bodies(0, 1, 2), bodies(3, 4, 5), bodies(6)]
 
@@ -329,10 +330,10 @@ def test_claim_respects_max_bytes(store: Store) -> None:
     """Events are added while the total stays within max_bytes (sizes in UTF-8 bytes)."""
     events = ["a" * 40, "é" * 20, "c" * 40, "d" * 10]  # é is two bytes: 40 bytes
     store.enqueue("k", events, max_queue=100)
-    claim = store.claim(10, max_bytes=80)
+    claim = probe.claim(store, 10, max_bytes=80)
     assert claim is not None
     assert [e.body for e in claim.events] == events[:2]
-    claim = store.claim(10, max_bytes=50)
+    claim = probe.claim(store, 10, max_bytes=50)
     assert claim is not None
     assert [e.body for e in claim.events] == events[2:]
 
@@ -340,7 +341,7 @@ def test_claim_respects_max_bytes(store: Store) -> None:
 def test_claim_always_takes_the_first_event(store: Store) -> None:
     """An event bigger than max_bytes is still claimed, alone, so it cannot block the queue."""
     store.enqueue("k", ["x" * 500, "y"], max_queue=100)
-    claim = store.claim(10, max_bytes=100)
+    claim = probe.claim(store, 10, max_bytes=100)
     assert claim is not None
     assert [e.body for e in claim.events] == ["x" * 500]
 
@@ -350,11 +351,11 @@ def test_claim_excludes_keys(store: Store) -> None:
     store.enqueue("held", bodies(1), max_queue=100)
     store.enqueue("ok", bodies(2), max_queue=100)
     store.enqueue("other", bodies(3), max_queue=100)
-    claim = store.claim(10, max_bytes=BIG, exclude_keys={"held"})
+    claim = probe.claim(store, 10, max_bytes=BIG, exclude_keys={"held"})
     assert claim is not None
     assert (claim.api_key, [e.body for e in claim.events]) == ("ok", bodies(2))
-    assert store.claim(10, max_bytes=BIG, exclude_keys=["held", "other"]) is None
-    claim = store.claim(10, max_bytes=BIG, exclude_keys=["ok"])
+    assert probe.claim(store, 10, max_bytes=BIG, exclude_keys=["held", "other"]) is None
+    claim = probe.claim(store, 10, max_bytes=BIG, exclude_keys=["ok"])
     assert claim is not None
     assert claim.api_key == "held"
 
@@ -365,7 +366,7 @@ def test_claim_excludes_keys(store: Store) -> None:
 def fail_until_dropped(s: Store, max_retries: int) -> int:
     """Claim and fail the one queued event (counted) until it is dropped; return attempts."""
     attempts = 0
-    while (claim := s.claim(1, max_bytes=BIG)) is not None:
+    while (claim := probe.claim(s, 1, max_bytes=BIG)) is not None:
         attempts += 1
         assert claim.events[0].retry_count == attempts - 1
         s.release(claim.ids, count_retry=True, max_retries=max_retries)
@@ -386,7 +387,7 @@ def test_max_retries_bounds_attempts(store: Store, max_retries: int) -> None:
 def test_max_retries_zero_drops_after_first_failure(store: Store) -> None:
     """max_retries=0: the first counted failure drops the events and returns how many."""
     store.enqueue("k", bodies(1, 2), max_queue=10)
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     assert store.release(claim.ids, count_retry=True, max_retries=0) == 2
     assert store.depth() == 0
@@ -396,7 +397,7 @@ def test_max_retries_two_drops_after_third_failure(store: Store) -> None:
     """max_retries=2: two counted failures keep the event, the third drops it."""
     store.enqueue("k", bodies(1), max_queue=10)
     for expected_drop in (0, 0, 1):
-        claim = store.claim(1, max_bytes=BIG)
+        claim = probe.claim(store, 1, max_bytes=BIG)
         assert claim is not None
         assert store.release(claim.ids, count_retry=True, max_retries=2) == expected_drop
     assert store.depth() == 0
@@ -405,11 +406,11 @@ def test_max_retries_two_drops_after_third_failure(store: Store) -> None:
 def test_retry_counts_are_per_row(store: Store) -> None:
     """Only rows that failed often enough are dropped; newer rows stay."""
     store.enqueue("k", bodies(1), max_queue=10)
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     store.release(claim.ids, count_retry=True, max_retries=1)  # row 1 at 1
     store.enqueue("k", bodies(2), max_queue=10)
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     assert [e.retry_count for e in claim.events] == [1, 0]
     assert store.release(claim.ids, count_retry=True, max_retries=1) == 1
@@ -427,12 +428,12 @@ def test_two_stores_never_claim_the_same_rows(db_path: Path) -> None:
         first.enqueue("k", bodies(*range(10)), max_queue=100)
         claimed: list[list[int]] = []
         for s in (first, second, first, second, second, first):
-            claim = s.claim(3, max_bytes=BIG)
+            claim = probe.claim(s, 3, max_bytes=BIG)
             if claim is not None:
                 claimed.append(claim.ids)
         flat = [i for ids in claimed for i in ids]
         assert len(flat) == len(set(flat)) == 10
-        assert second.claim(3, max_bytes=BIG) is None
+        assert probe.claim(second, 3, max_bytes=BIG) is None
     finally:
         first.close()
         second.close()
@@ -444,7 +445,7 @@ def test_a_store_cannot_complete_another_owners_lease(db_path: Path) -> None:
     second = Store(db_path, owner=impostor_owner())
     try:
         first.enqueue("k", bodies(1, 2), max_queue=100)
-        claim = first.claim(10, max_bytes=BIG)
+        claim = probe.claim(first, 10, max_bytes=BIG)
         assert claim is not None
         assert second.complete(claim.ids) == 0
         assert second.drop(claim.ids, DropReason.REJECTED) == 0
@@ -476,15 +477,15 @@ def test_recover_leases_frees_dead_owners_only(db_path: Path) -> None:
     recoverer = Store(db_path, owner=dead_owner())
     try:
         live.enqueue("k", bodies(*range(6)), max_queue=100)
-        live_claim = live.claim(2, max_bytes=BIG, now=T0)
-        gone_claim = gone.claim(2, max_bytes=BIG, now=T0)
-        reused_claim = reused.claim(1, max_bytes=BIG, now=T0)
+        live_claim = probe.claim(live, 2, max_bytes=BIG, now=T0)
+        gone_claim = probe.claim(gone, 2, max_bytes=BIG, now=T0)
+        reused_claim = probe.claim(reused, 1, max_bytes=BIG, now=T0)
         assert live_claim and gone_claim and reused_claim
         assert recoverer.recover_leases(now=T0 + 1) == 3
         owners = [r[4] for r in all_rows(db_path)]
         assert owners == [live.owner.token] * 2 + [None] * 4
         assert recoverer.recover_leases(now=T0 + 1) == 0
-        reclaimed = recoverer.claim(10, max_bytes=BIG, now=T0 + 2)
+        reclaimed = probe.claim(recoverer, 10, max_bytes=BIG, now=T0 + 2)
         assert reclaimed is not None
         assert reclaimed.ids == gone_claim.ids + reused_claim.ids + [all_rows(db_path)[5][0]]
     finally:
@@ -498,8 +499,8 @@ def test_recover_leases_frees_stale_leases_of_live_owners(db_path: Path) -> None
     other = Store(db_path, owner=impostor_owner())
     try:
         live.enqueue("k", bodies(1, 2), max_queue=100)
-        old = live.claim(1, max_bytes=BIG, now=T0)
-        young = live.claim(1, max_bytes=BIG, now=T0 + 100)
+        old = probe.claim(live, 1, max_bytes=BIG, now=T0)
+        young = probe.claim(live, 1, max_bytes=BIG, now=T0 + 100)
         assert old and young
         assert other.recover_leases(now=T0 + STALE_LEASE_S - 1) == 0
         assert other.recover_leases(now=T0 + STALE_LEASE_S + 1) == 1
@@ -512,9 +513,9 @@ def test_recover_leases_frees_stale_leases_of_live_owners(db_path: Path) -> None
 def test_recover_leases_keeps_own_fresh_leases(store: Store) -> None:
     """A store does not free its own in-flight leases."""
     store.enqueue("k", bodies(1), max_queue=10)
-    assert store.claim(1, max_bytes=BIG, now=T0) is not None
+    assert probe.claim(store, 1, max_bytes=BIG, now=T0) is not None
     assert store.recover_leases(now=T0 + 1) == 0
-    assert store.claim(1, max_bytes=BIG, now=T0 + 1) is None
+    assert probe.claim(store, 1, max_bytes=BIG, now=T0 + 1) is None
 
 
 # --- opt-out -------------------------------------------------------------------------------
@@ -558,7 +559,7 @@ def test_status_snapshot(store: Store) -> None:
     assert (empty.opted_out, empty.last_error) == (False, None)
     store.enqueue("k", bodies(1), max_queue=10, now=T0)
     store.enqueue("k", bodies(2, 3), max_queue=10, now=T0 + 5)
-    claim = store.claim(1, max_bytes=BIG)
+    claim = probe.claim(store, 1, max_bytes=BIG)
     assert claim is not None
     store.complete(claim.ids)
     store.set_last_error("HTTP 500 from capture")
@@ -575,10 +576,10 @@ def test_counters_and_queue_persist_after_reopen(db_path: Path) -> None:
     """Counters, opt-out, last error and queued events survive close and reopen."""
     s = Store(db_path)
     s.enqueue("k", bodies(1, 2, 3, 4), max_queue=3)  # one overflow
-    claim = s.claim(1, max_bytes=BIG)
+    claim = probe.claim(s, 1, max_bytes=BIG)
     assert claim is not None
     s.complete(claim.ids)
-    claim = s.claim(1, max_bytes=BIG)
+    claim = probe.claim(s, 1, max_bytes=BIG)
     assert claim is not None
     s.drop(claim.ids, DropReason.REJECTED)
     s.set_last_error("boom")
@@ -592,7 +593,7 @@ def test_counters_and_queue_persist_after_reopen(db_path: Path) -> None:
         assert after.dropped["overflow"] == 1
         assert after.dropped["rejected"] == 1
         assert after.queued == 1
-        assert reopened.inserted_total() == 4
+        assert probe.inserted_total(reopened.path) == 4
     finally:
         reopened.close()
 
@@ -642,9 +643,9 @@ def test_open_store_quarantines_a_garbage_file(db_path: Path) -> None:
         # The old -wal must not sit beside the new database.
         wal = Path(f"{db_path}-wal")
         assert not wal.exists() or not wal.read_bytes().startswith(b"W" * 100)
-        assert fresh.quick_check() == "ok"
+        assert probe.quick_check(fresh.path) == "ok"
         fresh.enqueue("k", bodies(1), max_queue=10)
-        claim = fresh.claim(10, max_bytes=BIG)
+        claim = probe.claim(fresh, 10, max_bytes=BIG)
         assert claim is not None
         assert fresh.complete(claim.ids) == 1
     finally:
@@ -712,7 +713,7 @@ def test_open_store_closes_a_damaged_database_before_moving_it(
     try:
         assert aside is not None
         assert open_at_rename == []
-        assert fresh.quick_check() == "ok"
+        assert probe.quick_check(fresh.path) == "ok"
     finally:
         fresh.close()
 
@@ -744,14 +745,14 @@ def test_full_disk_is_storage_unavailable_and_keeps_earlier_rows(store: Store) -
     """When the database cannot grow, enqueue raises StorageUnavailable and stores nothing."""
     store.enqueue("k", bodies(1, 2), max_queue=100)
     before = store.status()
-    inserted = store.inserted_total()
+    inserted = probe.inserted_total(store.path)
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages + 2}")
     with pytest.raises(StorageUnavailable):
         store.enqueue("k", ["y" * 100_000] * 3, max_queue=100)
     assert queued_bodies(store) == bodies(1, 2)
     assert store.status() == before
-    assert store.inserted_total() == inserted
+    assert probe.inserted_total(store.path) == inserted
     # The store still works once there is room again.
     store._db.execute("PRAGMA max_page_count = 1073741823")
     assert store.enqueue("k", ["y" * 100_000], max_queue=100).queued == 3
@@ -767,26 +768,26 @@ def test_accounting_identity_after_a_mixed_sequence(store: Store) -> None:
     def check() -> None:
         nonlocal steps
         steps += 1
-        assert store.inserted_total() == accounted(store), f"after step {steps}"
+        assert probe.inserted_total(store.path) == accounted(store), f"after step {steps}"
 
     store.enqueue("a", bodies(*range(8)), max_queue=6)  # 2 overflow
     check()
-    claim = store.claim(3, max_bytes=BIG)
+    claim = probe.claim(store, 3, max_bytes=BIG)
     assert claim is not None
     store.complete(claim.ids)
     check()
     store.enqueue("b", bodies(*range(10, 14)), max_queue=6)  # overflow again
     check()
-    claim = store.claim(2, max_bytes=BIG)
+    claim = probe.claim(store, 2, max_bytes=BIG)
     assert claim is not None
     store.drop(claim.ids[:1], DropReason.REJECTED)
     store.release(claim.ids[1:], count_retry=True, max_retries=0)
     check()
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     store.release(claim.ids, count_retry=False, max_retries=0)
     check()
-    leased = store.claim(1, max_bytes=BIG)
+    leased = probe.claim(store, 1, max_bytes=BIG)
     assert leased is not None
     store.enqueue("a", bodies(*range(20, 30)), max_queue=4)
     check()
@@ -797,7 +798,7 @@ def test_accounting_identity_after_a_mixed_sequence(store: Store) -> None:
     store.set_opt_out(False)
     store.enqueue("b", bodies(50, 51, 52), max_queue=4)
     assert store.complete(leased.ids) == 0  # purged while in flight
-    claim = store.claim(10, max_bytes=BIG)
+    claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     store.complete(claim.ids)
     check()
@@ -805,4 +806,4 @@ def test_accounting_identity_after_a_mixed_sequence(store: Store) -> None:
     assert status.delivered == 6
     assert status.queued == 0
     assert status.dropped["opt_out"] == 4 + 2
-    assert store.inserted_total() == 8 + 4 + 10 + 2 + 3
+    assert probe.inserted_total(store.path) == 8 + 4 + 10 + 2 + 3
