@@ -5,8 +5,11 @@ sidecar with an empty queue never needs them.
 
 Requests go straight to an `httpx.AsyncHTTPTransport` rather than through `httpx.AsyncClient`:
 the host is fixed at spawn, so the client's per-request work (merging URLs and headers, cookies,
-auth and redirect handling, choosing a proxy) decides nothing here, and it was a third of the
-CPU of each request. What the client would decide once is decided once, in `make_transport`.
+auth and redirect handling, choosing a proxy) decides nothing here and would cost CPU on every
+request. What the client would decide once is decided once, in `make_transport`.
+
+`Endpoint.post` reports what happened, an answer or a named transport failure; what that means
+for the events is decided in `sidecar.delivery.policy`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import httpx
 import trio
 
 from sidecar import __version__
-from sidecar.delivery import capture
-from sidecar.delivery.capture import Outcome, Verdict
+from sidecar.delivery.policy import Answer, FailureKind, Response, TransportFailure
 from sidecar.delivery.tls import client_ssl_context
 
 # Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
@@ -60,12 +62,12 @@ class Endpoint:
     """Capture's `/batch/` URL and the transport to it; `post` makes one attempt."""
 
     def __init__(self, url: str, transport: httpx.AsyncBaseTransport) -> None:
-        """Parse `url` once (httpx's URL parsing costs as much as a loopback request's I/O)."""
+        """Parse `url` once, not at every request (httpx's URL parsing is not cheap)."""
         self.url = httpx.URL(url)
         self.transport = transport
 
-    async def post(self, body: bytes, timeout: float) -> Verdict:  # noqa: ASYNC109
-        """POST one gzip body and classify what came back (or did not)."""
+    async def post(self, body: bytes, timeout: float) -> Answer:  # noqa: ASYNC109
+        """POST one gzip body; the answer's status and Retry-After, or why none came."""
         request = httpx.Request(
             "POST",
             self.url,
@@ -80,12 +82,12 @@ class Endpoint:
             finally:
                 await response.aclose()
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Verdict(Outcome.OFFLINE, f"cannot connect to capture: {_connect_failure(exc)}")
+            return TransportFailure(FailureKind.CONNECT, _connect_failure(exc))
         except httpx.TimeoutException as exc:
-            return Verdict(Outcome.RETRY, f"capture timed out: {type(exc).__name__}")
+            return TransportFailure(FailureKind.TIMEOUT, type(exc).__name__)
         except httpx.TransportError as exc:
-            return Verdict(Outcome.RETRY, f"connection to capture lost: {type(exc).__name__}")
-        return capture.classify_status(response.status_code, response.headers.get("Retry-After"))
+            return TransportFailure(FailureKind.LOST, type(exc).__name__)
+        return Response(response.status_code, response.headers.get("Retry-After"))
 
     async def aclose(self) -> None:
         """Close the transport and its connections."""

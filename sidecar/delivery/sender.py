@@ -1,14 +1,14 @@
 """The sender: one task that takes leased batches from the queue and POSTs them to capture.
 
-It waits for work (woken at once by new events), sends one request at a time, and applies the
-delivery rules: delete on 2xx, back off on server errors and timeouts (counted against
---max-retries), back off without counting while offline, split on 413 and 400, hold a key's
-events after 401/403.
+It is the I/O around two pieces that do none: `policy.decide` says what each answer means for
+the events in hand (delete, split, drop, hold the key, or retry after a delay), and
+`FlushState` keeps the schedule that `ph_flush` reads and cuts short. The sender waits for work
+(woken at once by new events), sends one request at a time, and carries out each decision
+against the store. It reads time only from its `Clock`.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import random
@@ -16,20 +16,24 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from sidecar.delivery.capture import Backoff, BodyDraft, Outcome, Verdict
+from sidecar.delivery import policy
+from sidecar.delivery.capture import BodyDraft
+from sidecar.delivery.flush import FlushState, WaitReason
+from sidecar.delivery.policy import Answer, Backoff, Complete, Decision, Drop, Hold, Rules, Split
 from sidecar.process.config import Config, mask_key
-from sidecar.process.waits import cancel_when_set
 from sidecar.queue.astore import AsyncStore
-from sidecar.queue.store import Claim, DropReason, QueuedEvent, StorageUnavailable, Store
+from sidecar.queue.store import Claim, QueuedEvent, StorageUnavailable, Store
 
 if TYPE_CHECKING:
     import httpx
 
     from sidecar.delivery.httpclient import Endpoint
+
+__all__ = ["Batch", "Clock", "Sender", "SystemClock", "WaitReason"]
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,28 @@ RELEASE_GRACE_S = 1.0
 FOREIGN_LEASE_CHECK_S = 30.0
 
 
-class WaitReason(enum.Enum):
-    """Why the sender is not sending right now."""
+class Clock(Protocol):
+    """Where the sender reads time: trio's clock for waits, the wall clock for `sent_at`."""
 
-    BACKOFF = "backoff"  # a server error or timeout; never cut short
-    OFFLINE = "offline"  # no connection; `ph_flush` may cut it short
-    STORAGE = "storage"  # the queue could not be read
+    def now(self) -> float:
+        """Trio time, the clock waits and deadlines are in."""
+        ...
+
+    def wall(self) -> datetime:
+        """The current wall time, timezone-aware."""
+        ...
+
+
+class SystemClock:
+    """The running trio clock and the system's wall clock."""
+
+    def now(self) -> float:
+        """`trio.current_time()`."""
+        return trio.current_time()
+
+    def wall(self) -> datetime:
+        """`datetime.now(UTC)`."""
+        return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +85,143 @@ class Batch:
         return cls(claim, BodyDraft(claim.api_key, bodies), number)
 
 
+def rules_from(config: Config) -> Rules:
+    """The delivery rules' settings out of the process configuration."""
+    backoff = Backoff(config.backoff_base_s, config.backoff_max_s, config.retry_after_max_s)
+    return Rules(config.max_retries, config.auth_hold_s, backoff)
+
+
+class Holds:
+    """Api keys whose events wait after a 401/403, each until a trio time."""
+
+    def __init__(self) -> None:
+        """No key held."""
+        # Invariant: every value is the end of a hold not yet seen expired by `current`.
+        self._until: dict[str, float] = {}
+
+    def hold(self, api_key: str, until: float) -> None:
+        """Claim no event of `api_key` before `until`."""
+        self._until[api_key] = until
+
+    def current(self, now: float) -> list[str]:
+        """The keys still held at `now` (holds that have ended are forgotten)."""
+        until = self._until
+        if until:
+            for key in [k for k, end in until.items() if end <= now]:
+                del until[key]
+        return list(until)
+
+    def next_end(self, now: float) -> float | None:
+        """The earliest end of a hold after `now`, or None."""
+        ends = [end for end in self._until.values() if end > now]
+        return min(ends) if ends else None
+
+    def earliest(self) -> float:
+        """The earliest end of any hold, or infinity."""
+        return min(self._until.values(), default=math.inf)
+
+
+class LeaseWatch:
+    """Rows leased by another process: while idle, look every FOREIGN_LEASE_CHECK_S whether
+    that process still runs, and take its leases back if not."""
+
+    def __init__(self, store: AsyncStore, clock: Clock) -> None:
+        """Nothing to watch until `plan` finds foreign leases."""
+        self._store = store
+        self._clock = clock
+        # Invariant: infinite unless the last `plan` saw rows leased by another process.
+        self.check_at = math.inf
+
+    async def plan(self) -> None:
+        """Idle: look whether another process holds leases, to check on it later."""
+        try:
+            foreign = await self._store.run(lambda store: store.has_foreign_leases())
+        except StorageUnavailable:
+            foreign = False
+        self.check_at = self._clock.now() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
+
+    async def recover_if_due(self, now: float) -> None:
+        """Take back the leases of dead processes once the check is due; raises
+        StorageUnavailable."""
+        if now >= self.check_at:
+            self.check_at = math.inf
+            freed = await self._store.run(lambda store: store.recover_leases())
+            if freed:
+                log.info("took back %d events leased by a process that is gone", freed)
+
+
+class HandBacks:
+    """Leases that will not be sent now go back to the queue uncounted, even while the task is
+    being cancelled; what the disk refuses is handed back before the next claim."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        """Nothing owed."""
+        self._store = store
+        # Rows still leased to us because the disk refused to release them or to record an
+        # attempt's outcome. Invariant: empty when a claim is made (`settle` runs first).
+        self._owed: list[int] = []
+
+    def owe(self, ids: Sequence[int]) -> None:
+        """Remember rows to hand back before the next claim."""
+        self._owed.extend(ids)
+
+    async def settle(self) -> None:
+        """Hand back what is owed; raises StorageUnavailable (and keeps owing) if the disk
+        still refuses."""
+        if self._owed:
+            owed = self._owed
+            await self._store.run(lambda store: store.release(owed, count_retry=False))
+            self._owed = []
+
+    async def hand_back(self, ids: list[int]) -> None:
+        """Release `ids` uncounted within RELEASE_GRACE_S, shielded from cancellation; owe
+        what the disk will not take back now."""
+        if not ids:
+            return
+        with trio.move_on_after(RELEASE_GRACE_S, shield=True):
+            try:
+                await self._store.run(lambda store: store.release(ids, count_retry=False))
+                return
+            except StorageUnavailable:
+                pass
+        self.owe(ids)
+
+
+class LazyEndpoint:
+    """Capture's /batch/ endpoint, made on the first send: httpx and the TLS context add
+    nothing to the start-up of a sidecar with nothing to send."""
+
+    def __init__(self, url: str, make_transport: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        """Remember how to reach capture; nothing is built yet."""
+        self._url = url
+        self._make_transport = make_transport
+        self._endpoint: Endpoint | None = None
+
+    async def post(self, body: bytes, timeout: float) -> Answer:  # noqa: ASYNC109
+        """One attempt: the answer, or the transport failure that came instead."""
+        if self._endpoint is None:
+            from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see the class
+
+            self._endpoint = Endpoint(self._url, self._make_transport())
+        return await self._endpoint.post(body, timeout)
+
+    async def aclose(self) -> None:
+        """Close the transport (and its connections), if one was made."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            await endpoint.aclose()
+
+
+async def compact(store: AsyncStore) -> None:
+    """Nothing to send: give the space of sent and dropped events back to the disk."""
+    try:
+        await store.run(lambda s: s.compact())
+    except StorageUnavailable as exc:
+        log.debug("no compaction: %s", exc)
+
+
 class Sender:
-    """Delivers the queue. `run` is the task; `wake` and `flush` are called by the methods."""
+    """Delivers the queue. `run` is the task; `wake` and `flush_until` are called by methods."""
 
     def __init__(
         self,
@@ -75,38 +230,37 @@ class Sender:
         make_transport: Callable[[], httpx.AsyncBaseTransport],
         *,
         rng: random.Random | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Set up an idle sender; nothing runs until `run` is started in a nursery."""
         self._config = config
         self._store = store
-        self._make_transport = make_transport
-        self._endpoint: Endpoint | None = None
-        self._url = f"{config.host}/batch/"
-        self._backoff = Backoff(config.backoff_base_s, config.backoff_max_s,
-                                config.retry_after_max_s)
+        self._rules = rules_from(config)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._clock: Clock = clock or SystemClock()
+        self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_transport)
+        self._flush = FlushState()
+        self._holds = Holds()
+        self._leases = LeaseWatch(store, self._clock)
+        self._hand_backs = HandBacks(store)
         self._wake = trio.Event()
-        self._cut_short = trio.Event()
-        self._changed = trio.Event()
-        self._held_until: dict[str, float] = {}
-        self._lease_check_at = math.inf
+        # Failed attempts in a row (the backoff's step). Invariant: 0 after a 2xx.
         self._failures = 0
-        self._claims = 0
-        self._idle_after_claim = -1
-        # Claims up to this number were in flight when a flush came: if one fails offline,
-        # the flush has not had its attempt yet, so the retry is not put off.
-        self._cut_short_through = 0
-        self.next_attempt_at: float | None = None
-        self.wait_reason: WaitReason | None = None
-        self.delivered = 0  # by this process, for ph_flush
-        # Rows still leased to us because the disk refused to record an attempt's outcome;
-        # handed back before the next claim, once the queue takes writes again.
-        self._unsettled: list[int] = []
         self._stopping = False
-        self._sending = False
-        self._send_finished = trio.Event()
+        # Invariant: an unset event while a delivery is under way (set as it ends), else None.
+        self._in_flight: trio.Event | None = None
 
-    # ---- called from the methods --------------------------------------------------------------
+    # ---- called from the methods -----------------------------------------------------------------
+
+    @property
+    def delivered(self) -> int:
+        """Events delivered by this process."""
+        return self._flush.delivered
+
+    @property
+    def wait_reason(self) -> WaitReason | None:
+        """Why the sender waits before its next attempt, or None."""
+        return self._flush.wait_reason
 
     def wake(self) -> None:
         """New events are queued: stop waiting for work (a backoff still runs its course)."""
@@ -114,11 +268,11 @@ class Sender:
 
     def next_attempt_in(self) -> float | None:
         """Seconds until the sender will try again, or None when nothing is waiting."""
-        now = trio.current_time()
-        if self.next_attempt_at is not None:
-            return max(0.0, self.next_attempt_at - now)
-        holds = [until for until in self._held_until.values() if until > now]
-        return max(0.0, min(holds) - now) if holds else None
+        now = self._clock.now()
+        at = self._flush.next_attempt_at
+        if at is None:
+            at = self._holds.next_end(now)
+        return None if at is None else max(0.0, at - now)
 
     async def flush_until(self, deadline: float, stopping: trio.Event) -> int:
         """Deliver what can be delivered by `deadline` (trio time); returns events delivered.
@@ -127,23 +281,7 @@ class Sender:
         events held. Returns early once the queue has nothing deliverable, the next attempt
         falls after the deadline, or the process is stopping.
         """
-        delivered_before = self.delivered
-        claims_before = self._claims
-        if self.wait_reason is WaitReason.OFFLINE:
-            # The next attempt is now: the old time must not make the flush look settled
-            # (an offline wait past the deadline would return before the attempt is made).
-            self.next_attempt_at = trio.current_time()
-            self._cut_short.set()
-        else:
-            # An attempt may be failing offline right now: the wait after it is cut short too.
-            self._cut_short_through = max(self._cut_short_through, self._claims)
-        self.wake()
-        with trio.move_on_at(deadline):
-            while not (stopping.is_set() or self._settled(claims_before, deadline)):
-                async with trio.open_nursery() as waiters:
-                    waiters.start_soon(cancel_when_set, self._changed, waiters.cancel_scope)
-                    waiters.start_soon(cancel_when_set, stopping, waiters.cancel_scope)
-        return self.delivered - delivered_before
+        return await self._flush.flush(deadline, self._clock.now(), stopping, self.wake)
 
     async def finish_in_flight(self) -> None:
         """Start no new request, and return once the one on the wire (if any) is answered.
@@ -152,42 +290,37 @@ class Sender:
         answer and its rows are deleted instead of being sent again at the next start.
         """
         self._stopping = True
-        while self._sending:
-            await self._send_finished.wait()
+        while self._in_flight is not None:
+            await self._in_flight.wait()
 
-    def _settled(self, claims_before: int, deadline: float) -> bool:
-        if self._idle_after_claim > claims_before:
-            return True
-        return self.next_attempt_at is not None and self.next_attempt_at > deadline
+    async def aclose(self) -> None:
+        """Close the HTTP transport (and its connections), if one was made."""
+        await self._endpoint.aclose()
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    # ---- the task -------------------------------------------------------------------------------
+    # ---- the task --------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver forever; cancel the surrounding scope to stop."""
         task_status.started()
         while True:
-            await self._wait_for_turn()
+            await self._flush.wait_for_turn(self._wake)
             if self._stopping:
                 await trio.sleep_forever()
             self._wake = trio.Event()
             try:
-                batch = await self._claim()
+                await self._hand_backs.settle()
+                batch = await self._take_next(None)
             except StorageUnavailable as exc:
                 log.warning("cannot read the queue: %s", exc)
                 self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
                 continue
             if batch is None:
-                self._idle_after_claim = self._claims
-                self._notify()
-                await self._plan_lease_check()
-                await self._compact()
+                self._flush.found_nothing(self._flush.claims)
+                await self._leases.plan()
+                await compact(self._store)
                 await self._wait_for_work()
                 continue
-            self._sending = True
+            self._in_flight = in_flight = trio.Event()
             try:
                 await self._deliver(batch)
             except StorageUnavailable as exc:
@@ -196,50 +329,18 @@ class Sender:
                 log.warning("cannot record the outcome of a delivery: %s", exc)
                 self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
             finally:
-                self._sending = False
-                self._send_finished.set()
-                self._send_finished = trio.Event()
-
-    async def _plan_lease_check(self) -> None:
-        """Idle with rows leased by another process: look again later whether it still runs."""
-        try:
-            foreign = await self._store.run(lambda store: store.has_foreign_leases())
-        except StorageUnavailable:
-            foreign = False
-        self._lease_check_at = (
-            trio.current_time() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
-        )
-
-    async def _compact(self) -> None:
-        """Nothing to send: give the space of sent and dropped events back to the disk."""
-        try:
-            await self._store.run(lambda store: store.compact())
-        except StorageUnavailable as exc:
-            log.debug("no compaction: %s", exc)
-
-    async def _claim(self) -> Batch | None:
-        """Lease the next batch (of a key not held) with its body compressed, or None."""
-        if self._unsettled:
-            await self._release(self._unsettled, count_retry=False)
-            self._unsettled = []
-        return await self._take_next(None)
+                self._in_flight = None
+                in_flight.set()
 
     async def _take_next(self, delivered: Batch | None) -> Batch | None:
-        """Delete a delivered batch (if any) and lease the next one: one transaction, one trip
-        to the store's thread, where the next body is compressed too."""
-        now = trio.current_time()
-        if now >= self._lease_check_at:
-            self._lease_check_at = math.inf
-            freed = await self._store.run(lambda store: store.recover_leases())
-            if freed:
-                log.info("took back %d events leased by a process that is gone", freed)
-        for key in [k for k, until in self._held_until.items() if until <= now]:
-            del self._held_until[key]
+        """Delete a delivered batch (if any) and lease the next one (of a key not held): one
+        transaction, one trip to the store's thread, where the next body is compressed too."""
+        now = self._clock.now()
+        await self._leases.recover_if_due(now)
+        held = self._holds.current(now)
         done = delivered.claim.ids if delivered else []
-        held = list(self._held_until)
         size, max_bytes = self._config.batch_size, self._config.max_batch_bytes
-        self._claims += 1
-        number = self._claims
+        number = self._flush.begin_claim()
 
         def settle_and_lease(store: Store) -> tuple[int, Batch | None]:
             completed, claim = store.complete_and_claim(
@@ -252,175 +353,130 @@ class Sender:
         except StorageUnavailable:
             # Delivered but not deleted: hand the rows back once the disk takes writes again;
             # they go out a second time, which at-least-once allows.
-            self._unsettled.extend(done)
+            self._hand_backs.owe(done)
             raise
         if delivered is not None:
-            self.delivered += completed
+            self._flush.delivered += completed
             log.debug("delivered %d events", completed)
         return batch
 
-    async def _wait_for_turn(self) -> None:
-        if self.next_attempt_at is None:
-            return
-        with trio.move_on_at(self.next_attempt_at):
-            if self.wait_reason is WaitReason.OFFLINE:
-                await self._cut_short.wait()
-            elif self.wait_reason is WaitReason.STORAGE:
-                await self._wake.wait()  # a call that reached the disk shows it is back
-            else:
-                await trio.sleep_forever()
-        self._cut_short = trio.Event()
-        self.next_attempt_at = None
-        self.wait_reason = None
-
     async def _wait_for_work(self) -> None:
-        wake_at = min(self._held_until.values(), default=self._lease_check_at)
-        wake_at = min(wake_at, self._lease_check_at)
-        with trio.move_on_at(wake_at):
+        with trio.move_on_at(min(self._holds.earliest(), self._leases.check_at)):
             await self._wake.wait()
 
     def _schedule(self, reason: WaitReason, delay: float) -> None:
-        self.wait_reason = reason
-        self.next_attempt_at = trio.current_time() + delay
-        self._notify()
+        self._flush.schedule(reason, self._clock.now() + delay)
 
     async def _deliver(self, batch: Batch) -> None:
         """Send batches back to back while the server takes them; any other answer ends the
-        streak with the delivery rules applied to the batch in hand. Every lease ends released
-        or settled, and a batch is deleted before the next is sent, so a crash resends at most
-        one batch.
-
-        (Leasing the next batch while a request is on the wire was tried: on two cores shared
-        with the server it cost more CPU than it hid, and drained slower.)
+        streak with its decision carried out on the batch in hand. Every lease ends released
+        or settled, and a batch is deleted before the next is leased, so a crash resends at
+        most one batch.
         """
         in_hand: Batch | None = batch
         try:
             while in_hand is not None and not self._stopping:
-                claim = in_hand.claim
-                verdict = await self._attempt(claim.api_key, claim.events, in_hand.draft)
-                if verdict.outcome is not Outcome.DELIVERED:
+                events = in_hand.claim.events
+                answer = await self._attempt(in_hand.claim.api_key, events, in_hand.draft)
+                decision = self._decide(answer, events)
+                if not isinstance(decision, Complete):
                     resolving, in_hand = in_hand, None
-                    await self._resolve(resolving, verdict)
+                    await self._resolve(resolving, decision)
                     return
                 self._failures = 0
                 delivered, in_hand = in_hand, None
                 in_hand = await self._take_next(delivered)
         finally:
             if in_hand is not None:  # cancelled mid-request, or stopping: hand it back
-                await self._hand_back(in_hand.claim.ids)
+                await self._hand_backs.hand_back(in_hand.claim.ids)
 
-    async def _resolve(self, batch: Batch, verdict: Verdict) -> None:
-        """Apply the rules to a batch the server did not take whole, splitting it as asked."""
+    async def _resolve(self, batch: Batch, decision: Decision) -> None:
+        """Carry out a decision other than Complete on a batch, then send its parts as split."""
         api_key = batch.claim.api_key
         pending: deque[tuple[QueuedEvent, ...]] = deque()
         in_hand: tuple[QueuedEvent, ...] = batch.claim.events
         try:
-            carry_on = await self._apply(batch, in_hand, verdict, pending)
+            carry_on = await self._carry_out(decision, api_key, in_hand, batch.number, pending)
             in_hand = ()
             while carry_on and pending and not self._stopping:
                 in_hand = pending.popleft()
-                verdict = await self._attempt(api_key, in_hand)
-                carry_on = await self._apply(batch, in_hand, verdict, pending)
+                decision = self._decide(await self._attempt(api_key, in_hand), in_hand)
+                carry_on = await self._carry_out(decision, api_key, in_hand, batch.number, pending)
                 in_hand = ()
         finally:
             # Cancelled mid-request, stopped after a failure, or the disk refused to record an
             # outcome: hand back the rows not yet handled (what the disk will not take back now
             # is handed back before the next claim).
-            await self._hand_back([event.id for part in (in_hand, *pending) for event in part])
+            await self._hand_backs.hand_back(
+                [event.id for part in (in_hand, *pending) for event in part]
+            )
 
-    async def _hand_back(self, ids: list[int]) -> None:
-        """Release leases that will not be sent now, uncounted, even while being cancelled.
-        Rows the disk will not release now are released before the next claim."""
-        if not ids:
-            return
-        with trio.move_on_after(RELEASE_GRACE_S, shield=True):
-            try:
-                await self._release(ids, count_retry=False)
-                return
-            except StorageUnavailable:
-                pass
-        self._unsettled.extend(ids)
+    def _decide(self, answer: Answer, events: Sequence[QueuedEvent]) -> Decision:
+        return policy.decide(
+            answer, events, failures=self._failures, rules=self._rules,
+            wall=self._clock.wall, rng=self._rng,
+        )
 
     async def _attempt(
         self, api_key: str, events: Sequence[QueuedEvent], draft: BodyDraft | None = None
-    ) -> Verdict:
+    ) -> Answer:
         if draft is None:  # a part of a split batch: compressed here, it is rare
             draft = BodyDraft(api_key, [e.body for e in events])
-        body = draft.finish(datetime.now(UTC))
-        if self._endpoint is None:
-            # httpx and the TLS context are built on first use, so they add nothing to the
-            # start-up of a sidecar with nothing to send.
-            from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see above
-
-            self._endpoint = Endpoint(self._url, self._make_transport())
+        body = draft.finish(self._clock.wall())
         return await self._endpoint.post(body, self._config.request_timeout_s)
 
-    async def aclose(self) -> None:
-        """Close the HTTP transport (and its connections), if one was made."""
-        endpoint, self._endpoint = self._endpoint, None
-        if endpoint is not None:
-            await endpoint.aclose()
-
-    async def _apply(
+    async def _carry_out(
         self,
-        batch: Batch,
+        decision: Decision,
+        api_key: str,
         events: tuple[QueuedEvent, ...],
-        verdict: Verdict,
+        number: int,
         pending: deque[tuple[QueuedEvent, ...]],
     ) -> bool:
-        """Act on one answer about `events` (the batch or a part of it); returns False when
-        the rest of the batch must wait."""
-        api_key = batch.claim.api_key
+        """Carry out `decision` on `events` (the batch of claim `number`, or a part of it);
+        returns False when the rest of the batch must wait."""
+        self._failures = policy.failures_after(decision, self._failures)
         ids = [event.id for event in events]
-        outcome = verdict.outcome
-        if outcome is Outcome.DELIVERED:
-            self._failures = 0
+        if isinstance(decision, Complete):
             done = await self._store.run(lambda store: store.complete(ids))
-            self.delivered += done
+            self._flush.delivered += done
             log.debug("delivered %d events", done)
             return True
-        if outcome in (Outcome.SPLIT_TOO_LARGE, Outcome.SPLIT_BAD_REQUEST):
-            self._failures = 0
-            if len(events) == 1:
-                await self._store.run(lambda store: store.drop(ids, DropReason.REJECTED))
-                await self._note_error(f"{verdict.reason}: dropped 1 event the server refused")
-                return True
-            middle = len(events) // 2
-            pending.appendleft(events[middle:])
-            pending.appendleft(events[:middle])
+        if isinstance(decision, Split):
+            pending.appendleft(decision.second)
+            pending.appendleft(decision.first)
             return True
-        await self._note_error(verdict.reason)
-        if outcome is Outcome.HOLD:
-            self._held_until[api_key] = trio.current_time() + self._config.auth_hold_s
-            await self._release(ids, count_retry=False)
-            self._notify()
+        if isinstance(decision, Drop):
+            reason = decision.reason
+            await self._store.run(lambda store: store.drop(ids, reason))
+            await self._note_error(decision.message)
+            return True
+        await self._note_error(decision.message)
+        if isinstance(decision, Hold):
+            self._holds.hold(api_key, self._clock.now() + decision.seconds)
+            await self._store.run(lambda store: store.release(ids, count_retry=False))
+            self._flush.notify()
             log.warning(
                 "capture refused the api key %s (%s); holding its events",
                 mask_key(api_key),
-                verdict.reason,
+                decision.message,
             )
             return False
-        self._failures += 1
-        counted = outcome is Outcome.RETRY
-        delay = self._backoff.delay(self._failures, verdict.retry_after_s, self._rng)
-        dropped = await self._release(ids, count_retry=counted)
+        counted, exhausted = decision.counted, decision.exhausted
+        dropped = await self._store.run(
+            lambda store: store.release(ids, count_retry=counted, exhausted=exhausted)
+        )
         if dropped:
-            log.warning("dropped %d events after %d retries", dropped, self._config.max_retries)
-        if not counted and batch.number <= self._cut_short_through:
+            log.warning("dropped %d events after %d retries", dropped, self._rules.max_retries)
+        delay = decision.delay
+        if not counted and self._flush.retry_at_once(number):
             delay = 0.0  # a flush came during this attempt: it gets one of its own now
         self._schedule(WaitReason.BACKOFF if counted else WaitReason.OFFLINE, delay)
-        log.info("%s; next attempt in %.2f s", verdict.reason, delay)
+        log.info("%s; next attempt in %.2f s", decision.message, delay)
         return False
-
-    async def _release(self, ids: list[int], *, count_retry: bool) -> int:
-        max_retries = self._config.max_retries
-        return await self._store.run(
-            lambda store: store.release(ids, count_retry=count_retry, max_retries=max_retries)
-        )
 
     async def _note_error(self, message: str) -> None:
         try:
             await self._store.run(lambda store: store.set_last_error(message))
         except StorageUnavailable:
             log.warning("could not record the last error: %s", message)
-

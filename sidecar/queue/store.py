@@ -423,32 +423,26 @@ class Store:
             self._add_counter(db, _QUEUED, -deleted)
         return deleted
 
-    def release(self, ids: Sequence[int], *, count_retry: bool, max_retries: int) -> int:
-        """Give leased rows back to the queue after a failed attempt.
+    def release(
+        self, ids: Sequence[int], *, count_retry: bool, exhausted: Sequence[int] = ()
+    ) -> int:
+        """Give our leased rows `ids` back to the queue after a failed attempt.
 
-        With `count_retry`, the failure counts against each row, and rows that have now
-        failed more than `max_retries` times are dropped. Returns how many were dropped.
+        With `count_retry`, the failure counts against each row. The rows in `exhausted` (the
+        delivery policy's call: they have now failed more than `--max-retries` times) are
+        dropped instead, counted as retries exhausted. Returns how many were dropped.
         """
         if not ids:
             return 0
         with self._write() as db:
-            params = [self._owner_token, *ids]
-            where = f"lease_owner = ? AND id IN ({_marks(len(ids))})"
-            dropped = 0
-            if count_retry:
-                db.execute(
-                    f"UPDATE ph_event_queue SET retry_count = retry_count + 1 WHERE {where}",  # noqa: S608
-                    params,
-                )
-                dropped = db.execute(
-                    f"DELETE FROM ph_event_queue WHERE {where} AND retry_count > ?",  # noqa: S608
-                    [*params, max_retries],
-                ).rowcount
-                self._add_counter(db, DropReason.RETRIES_EXHAUSTED, dropped)
-                self._add_counter(db, _QUEUED, -dropped)
+            dropped = self._delete_mine(db, exhausted)
+            self._add_counter(db, DropReason.RETRIES_EXHAUSTED, dropped)
+            self._add_counter(db, _QUEUED, -dropped)
+            count = "retry_count = retry_count + 1, " if count_retry else ""
             db.execute(
-                f"UPDATE ph_event_queue SET lease_owner = NULL, leased_at = NULL WHERE {where}",  # noqa: S608
-                params,
+                f"UPDATE ph_event_queue SET {count}lease_owner = NULL, leased_at = NULL "  # noqa: S608
+                f"WHERE lease_owner = ? AND id IN ({_marks(len(ids))})",
+                [self._owner_token, *ids],
             )
         return dropped
 

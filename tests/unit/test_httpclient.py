@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from sidecar import __version__
-from sidecar.delivery.capture import Outcome
 from sidecar.delivery.httpclient import Endpoint, proxy_for
+from sidecar.delivery.policy import FailureKind, Response, TransportFailure
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -71,13 +71,13 @@ def _answering(status: int, seen: list[httpx.Request], **headers: str) -> httpx.
 
 async def test_post_sends_the_body_with_its_headers_and_timeouts() -> None:
     """One POST to the /batch/ URL carrying the gzip body as is, the JSON and gzip headers,
-    our User-Agent, and the attempt's timeout for every phase; a 200 is a delivery."""
+    our User-Agent, and the attempt's timeout for every phase; the answer's status comes back."""
     seen: list[httpx.Request] = []
     endpoint = Endpoint("https://capture.test/batch/", _answering(200, seen))
-    verdict = await endpoint.post(b"\x1f\x8bbody", timeout=7.5)
+    answer = await endpoint.post(b"\x1f\x8bbody", timeout=7.5)
     await endpoint.aclose()
 
-    assert verdict.outcome is Outcome.DELIVERED
+    assert answer == Response(200, None)
     [request] = seen
     assert (request.method, str(request.url)) == ("POST", "https://capture.test/batch/")
     assert request.content == b"\x1f\x8bbody"
@@ -88,22 +88,26 @@ async def test_post_sends_the_body_with_its_headers_and_timeouts() -> None:
     assert request.extensions["timeout"] == dict.fromkeys(("connect", "read", "write", "pool"), 7.5)
 
 
-async def test_post_classifies_statuses_and_transport_failures() -> None:
-    """The status and Retry-After reach the classifier; a refused connection is offline and a
-    read timeout a counted retry."""
+async def test_post_reports_the_answer_or_names_the_transport_failure() -> None:
+    """The status and Retry-After come back as they are; a refused connection is a connect
+    failure, a read timeout a timeout and a broken connection a lost one, each named."""
     seen: list[httpx.Request] = []
     busy = Endpoint("https://capture.test/batch/", _answering(503, seen, **{"Retry-After": "9"}))
-    verdict = await busy.post(b"x", timeout=1.0)
-    assert (verdict.outcome, verdict.retry_after_s) == (Outcome.RETRY, 9.0)
+    assert await busy.post(b"x", timeout=1.0) == Response(503, "9")
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    def failing(error: type[httpx.TransportError]) -> Endpoint:
+        def handle(request: httpx.Request) -> httpx.Response:
+            raise error("failed", request=request)
 
-    def stall(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+        return Endpoint("https://c.test/batch/", httpx.MockTransport(handle))
 
-    offline = await Endpoint("https://c.test/batch/", httpx.MockTransport(refuse)).post(b"x", 1.0)
-    assert offline.outcome is Outcome.OFFLINE
-    assert offline.reason == "cannot connect to capture: ConnectError"
-    slow = await Endpoint("https://c.test/batch/", httpx.MockTransport(stall)).post(b"x", 1.0)
-    assert (slow.outcome, slow.reason) == (Outcome.RETRY, "capture timed out: ReadTimeout")
+    cases = [
+        (httpx.ConnectError, TransportFailure(FailureKind.CONNECT, "ConnectError")),
+        (httpx.ConnectTimeout, TransportFailure(FailureKind.CONNECT, "ConnectTimeout")),
+        (httpx.ReadTimeout, TransportFailure(FailureKind.TIMEOUT, "ReadTimeout")),
+        (httpx.WriteTimeout, TransportFailure(FailureKind.TIMEOUT, "WriteTimeout")),
+        (httpx.RemoteProtocolError, TransportFailure(FailureKind.LOST, "RemoteProtocolError")),
+        (httpx.ReadError, TransportFailure(FailureKind.LOST, "ReadError")),
+    ]
+    for error, expected in cases:
+        assert await failing(error).post(b"x", 1.0) == expected

@@ -14,9 +14,13 @@ task that keeps checkpointing for as long as its thread runs: the run queue is n
 so trio neither autojumps nor reports the run as idle. Virtual time therefore moves only when
 every task waits on the clock, and `trio.current_time()` taken when a request arrives is exactly
 the time the sender scheduled it; backoff delays are measured without tolerance beyond float
-rounding. The sender's jitter comes from a seeded `random.Random`, and its `sent_at` wall clock is
-replaced by one derived from trio's virtual time, so two attempts never share a millisecond by
-accident of real speed.
+rounding. The sender's jitter comes from a seeded `random.Random`, and its clock is a
+`VirtualClock` whose wall time (for `sent_at` and Retry-After dates) is derived from trio's
+virtual time, so two attempts never share a millisecond by accident of real speed.
+
+The rules themselves (what each answer means) are tested as plain functions in test_policy.py,
+and the flush bookkeeping in test_flush.py; these tests check that the sender carries them out
+against a real queue and a scripted capture endpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import sqlite3
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +46,6 @@ import pytest
 import trio
 import trio.testing
 
-from sidecar.delivery import sender as sender_module
 from sidecar.delivery.sender import Sender, WaitReason
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
@@ -84,25 +87,22 @@ class StillClockStore(AsyncStore):
                 in_thread = False
 
 
-class VirtualWallClock:
-    """Stands in for `datetime` in sidecar.delivery.sender: wall time that follows trio's clock."""
+class VirtualClock:
+    """The sender's clock in these tests: trio's virtual time, and a wall clock following it."""
 
-    @staticmethod
-    def now(tz: tzinfo | None = None) -> datetime:
+    def now(self) -> float:
+        """Trio's virtual time."""
+        return trio.current_time()
+
+    def wall(self) -> datetime:
         """WALL_EPOCH plus trio's virtual seconds."""
-        return (WALL_EPOCH + timedelta(seconds=trio.current_time())).astimezone(tz)
+        return WALL_EPOCH + timedelta(seconds=trio.current_time())
 
 
 def wall_text(at: float) -> str:
     """The `sent_at` text the sender writes for an attempt at trio time `at`."""
     moment = WALL_EPOCH + timedelta(seconds=at)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@pytest.fixture(autouse=True)
-def virtual_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `sent_at` a function of trio's virtual time."""
-    monkeypatch.setattr(sender_module, "datetime", VirtualWallClock)
 
 
 # ---- a scripted capture endpoint ---------------------------------------------------------------
@@ -292,7 +292,9 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
     try:
         with trio.fail_after(GUARD_S):
             async with transport, trio.open_nursery() as n:
-                sender = Sender(config, store, lambda: transport, rng=random.Random(SEED))
+                sender = Sender(
+                    config, store, lambda: transport, rng=random.Random(SEED), clock=VirtualClock()
+                )
                 yield Rig(config, store, sender, capture, n)
                 n.cancel_scope.cancel()
     finally:
@@ -416,10 +418,11 @@ def retry_after(status: int, value: str) -> Callable[[Seen], Reply]:
 
 
 def retry_after_date(status: int, seconds: float) -> Callable[[Seen], Reply]:
-    """An answer: `status` with Retry-After the HTTP date `seconds` after the real now."""
+    """An answer: `status` with Retry-After the HTTP date `seconds` after the sender's wall
+    time (whole seconds, as HTTP dates go)."""
 
     def answer(seen: Seen) -> Reply:
-        when = datetime.now(UTC) + timedelta(seconds=seconds)
+        when = VirtualClock().wall() + timedelta(seconds=seconds)
         return status, {"Retry-After": email.utils.format_datetime(when, usegmt=True)}
 
     return answer

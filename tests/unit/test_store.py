@@ -9,16 +9,19 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import pytest
 from support import store_probe as probe
 
+from sidecar.delivery import policy
 from sidecar.queue import store as store_module
 from sidecar.queue.store import (
     SCHEMA_VERSION,
     STALE_LEASE_S,
+    Claim,
     DropReason,
     LeaseOwner,
     StorageUnavailable,
@@ -27,6 +30,7 @@ from sidecar.queue.store import (
 )
 
 T0 = 1_800_000_000.0
+WALL = datetime(2030, 1, 1, tzinfo=UTC)
 BIG = 1 << 30
 
 
@@ -194,7 +198,7 @@ def test_leases_are_recorded_with_owner(store: Store) -> None:
     assert claim is not None
     rows = all_rows(store.path)
     assert [r[4] for r in rows] == [store.owner.token, None]
-    store.release(claim.ids, count_retry=False, max_retries=5)
+    store.release(claim.ids, count_retry=False)
     assert [r[4] for r in all_rows(store.path)] == [None, None]
 
 
@@ -204,7 +208,7 @@ def test_release_without_retry_count_keeps_rows(store: Store) -> None:
     for _ in range(10):
         claim = probe.claim(store, 5, max_bytes=BIG)
         assert claim is not None
-        assert store.release(claim.ids, count_retry=False, max_retries=0) == 0
+        assert store.release(claim.ids, count_retry=False) == 0
     claim = probe.claim(store, 5, max_bytes=BIG)
     assert claim is not None
     assert claim.events[0].retry_count == 0
@@ -230,7 +234,7 @@ def test_complete_and_drop_ignore_unleased_rows(store: Store) -> None:
     assert store.depth() == 2
     assert store.status().delivered == 0
     assert store.complete([]) == 0
-    assert store.release([], count_retry=True, max_retries=0) == 0
+    assert store.release([], count_retry=True, exhausted=[]) == 0
 
 
 def test_complete_and_claim_settles_one_request_and_leases_the_next(store: Store) -> None:
@@ -363,13 +367,42 @@ def test_claim_excludes_keys(store: Store) -> None:
 # --- retries -------------------------------------------------------------------------------
 
 
+def fail_counted(s: Store, leased: Claim, max_retries: int) -> int:
+    """A counted failure (HTTP 503) of `leased`, carried out as the sender does: the delivery
+    policy names the rows past max_retries, the store drops them and releases the rest."""
+    decision = policy.decide(
+        policy.Response(503), leased.events, failures=0,
+        rules=policy.Rules(max_retries=max_retries), wall=lambda: WALL, rng=random.Random(0),
+    )
+    assert isinstance(decision, policy.Retry) and decision.counted
+    return s.release(leased.ids, count_retry=True, exhausted=decision.exhausted)
+
+
+def test_release_drops_the_exhausted_rows_and_counts_a_retry_on_the_rest(store: Store) -> None:
+    """A counted release drops exactly the rows named exhausted (counted as retries exhausted)
+    and gives the others back with one more failure; an uncounted one changes no count."""
+    store.enqueue("k", bodies(1, 2, 3), max_queue=10)
+    leased = probe.claim(store, 10, max_bytes=BIG)
+    assert leased is not None
+    first, second, third = leased.ids
+    assert store.release(leased.ids, count_retry=True, exhausted=[second]) == 1
+    rows = [(r[0], r[3], r[4]) for r in all_rows(store.path)]
+    assert rows == [(first, 1, None), (third, 1, None)]
+    assert store.status().dropped["retries_exhausted"] == 1
+    assert store.depth() == 2
+    again = probe.claim(store, 10, max_bytes=BIG)
+    assert again is not None
+    assert store.release(again.ids, count_retry=False) == 0
+    assert [(r[3], r[4]) for r in all_rows(store.path)] == [(1, None), (1, None)]
+
+
 def fail_until_dropped(s: Store, max_retries: int) -> int:
     """Claim and fail the one queued event (counted) until it is dropped; return attempts."""
     attempts = 0
     while (claim := probe.claim(s, 1, max_bytes=BIG)) is not None:
         attempts += 1
         assert claim.events[0].retry_count == attempts - 1
-        s.release(claim.ids, count_retry=True, max_retries=max_retries)
+        fail_counted(s, claim, max_retries)
         assert attempts <= 100
     return attempts
 
@@ -389,7 +422,7 @@ def test_max_retries_zero_drops_after_first_failure(store: Store) -> None:
     store.enqueue("k", bodies(1, 2), max_queue=10)
     claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
-    assert store.release(claim.ids, count_retry=True, max_retries=0) == 2
+    assert fail_counted(store, claim, 0) == 2
     assert store.depth() == 0
 
 
@@ -399,7 +432,7 @@ def test_max_retries_two_drops_after_third_failure(store: Store) -> None:
     for expected_drop in (0, 0, 1):
         claim = probe.claim(store, 1, max_bytes=BIG)
         assert claim is not None
-        assert store.release(claim.ids, count_retry=True, max_retries=2) == expected_drop
+        assert fail_counted(store, claim, 2) == expected_drop
     assert store.depth() == 0
 
 
@@ -408,12 +441,12 @@ def test_retry_counts_are_per_row(store: Store) -> None:
     store.enqueue("k", bodies(1), max_queue=10)
     claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
-    store.release(claim.ids, count_retry=True, max_retries=1)  # row 1 at 1
+    fail_counted(store, claim, 1)  # row 1 at 1
     store.enqueue("k", bodies(2), max_queue=10)
     claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
     assert [e.retry_count for e in claim.events] == [1, 0]
-    assert store.release(claim.ids, count_retry=True, max_retries=1) == 1
+    assert fail_counted(store, claim, 1) == 1
     assert queued_bodies(store) == bodies(2)
 
 
@@ -449,7 +482,7 @@ def test_a_store_cannot_complete_another_owners_lease(db_path: Path) -> None:
         assert claim is not None
         assert second.complete(claim.ids) == 0
         assert second.drop(claim.ids, DropReason.REJECTED) == 0
-        assert second.release(claim.ids, count_retry=True, max_retries=0) == 0
+        assert second.release(claim.ids, count_retry=True, exhausted=claim.ids) == 0
         assert [r[4] for r in all_rows(db_path)] == [first.owner.token] * 2
         assert first.complete(claim.ids) == 2
     finally:
@@ -781,11 +814,11 @@ def test_accounting_identity_after_a_mixed_sequence(store: Store) -> None:
     claim = probe.claim(store, 2, max_bytes=BIG)
     assert claim is not None
     store.drop(claim.ids[:1], DropReason.REJECTED)
-    store.release(claim.ids[1:], count_retry=True, max_retries=0)
+    store.release(claim.ids[1:], count_retry=True, exhausted=claim.ids[1:])
     check()
     claim = probe.claim(store, 10, max_bytes=BIG)
     assert claim is not None
-    store.release(claim.ids, count_retry=False, max_retries=0)
+    store.release(claim.ids, count_retry=False)
     check()
     leased = probe.claim(store, 1, max_bytes=BIG)
     assert leased is not None
