@@ -27,8 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
 from fm_support import OFFLINE_HOST, Flood, unread_sidecar  # noqa: E402
-from hostile_corpus import random_lines, special_lines, wrong_types_everywhere  # noqa: E402
-from hostile_oracle import check_answer, expected_for_line  # noqa: E402
+from hostile_corpus import (  # noqa: E402
+    long_number_cases,
+    random_lines,
+    special_lines,
+    surrogate_cases,
+    wrong_types_everywhere,
+)
+from hostile_oracle import check_answer, expected_for_line, loads  # noqa: E402
 
 from sidecar_dev.driver import SidecarProcess  # noqa: E402
 from sidecar_dev.harness import TEST_KEY, numbered, proc_status_kib  # noqa: E402
@@ -45,6 +51,10 @@ def corpus_figures(folder: Path, random_count: int) -> None:
         "wrong type in every field of every method": list(wrong_types_everywhere()),
         "random bytes / text / mutated requests": list(random_lines(random.Random(4),
                                                                      random_count)),
+        "lone surrogate in every string param and event field":
+            [case.line for case in surrogate_cases()],
+        "integer past int()'s 4,300-digit text limit in every position":
+            [case.line for case in long_number_cases()],
     }
     print("\n## Hostile corpus, one line at a time\n")
     print("| kind | lines | answers owed | answered as owed | broke the oracle | -32603 |")
@@ -63,7 +73,7 @@ def corpus_figures(folder: Path, random_count: int) -> None:
                     continue
                 owed += 1
                 raw = proc.read_line()
-                decoded = json.loads(raw)
+                decoded = loads(raw)
                 internal += raw.count(b'"code":-32603')
                 try:
                     check_answer(expected, decoded)

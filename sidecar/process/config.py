@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from sidecar import __version__
+from sidecar.wire.events import is_unicode_text
 
 HOST_SHORTHANDS = {"eu": "https://eu.i.posthog.com", "us": "https://us.i.posthog.com"}
 DEFAULT_HOST = HOST_SHORTHANDS["eu"]
@@ -56,6 +57,8 @@ def normalize_host(value: str) -> str:
     Plain http is allowed only for loopback hosts, so events and keys never cross a network
     in clear text.
     """
+    if not is_unicode_text(value):
+        raise ConfigError("--host holds bytes that are not UTF-8 text")
     url = HOST_SHORTHANDS.get(value.strip().lower(), value.strip())
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -157,13 +160,18 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
     log_level = (pick(args.log_level, "TELEMETRY_SIDECAR_LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"TELEMETRY_SIDECAR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    api_key = pick(args.api_key, "POSTHOG_API_KEY")
+    if api_key is not None and not is_unicode_text(api_key):
+        # Undecodable bytes in argv or the environment arrive as lone surrogates, which neither
+        # the queue nor capture can carry.
+        raise ConfigError("--api-key (or POSTHOG_API_KEY) holds bytes that are not UTF-8 text")
     backoff_base, backoff_max = args.backoff_base, args.backoff_max
     if backoff_max < backoff_base:
         raise ConfigError("--backoff-max must not be below --backoff-base")
     return Config(
         data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir(APP_NAME, False)),
         host=normalize_host(pick(args.host, "POSTHOG_HOST") or DEFAULT_HOST),
-        api_key=pick(args.api_key, "POSTHOG_API_KEY"),
+        api_key=api_key,
         max_queue=int(args.max_queue),
         batch_size=int(args.batch_size),
         max_retries=int(args.max_retries),

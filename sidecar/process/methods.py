@@ -20,7 +20,7 @@ from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import StorageUnavailable, Store
-from sidecar.wire.events import normalize_batch
+from sidecar.wire.events import is_unicode_text, normalize_batch
 from sidecar.wire.rpc import (
     ERROR_STORAGE_UNAVAILABLE,
     Call,
@@ -31,6 +31,7 @@ from sidecar.wire.rpc import (
     invalid_params,
     success,
 )
+from sidecar.wire.stdjson import LongInt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,6 +75,9 @@ async def ph_send_batch(call: Call[Services], *, batch: object, api_key: object 
     if isinstance(api_key, str) and len(api_key) > MAX_API_KEY_CHARS:
         # PostHog refuses keys over 64 bytes; an unbounded one is kept in every row and log mask.
         return invalid_params(f"'api_key' is longer than {MAX_API_KEY_CHARS} characters")
+    if isinstance(api_key, str) and not is_unicode_text(api_key):
+        # The key is written to the queue and to capture as UTF-8, which has no such character.
+        return invalid_params("'api_key' holds a lone surrogate, which is not Unicode text")
     key = api_key if isinstance(api_key, str) else ctx.config.api_key
     if key is None:
         return invalid_params("no 'api_key' in the call and none given with --api-key")
@@ -100,6 +104,8 @@ async def ph_flush(
 ) -> Result:
     """Deliver what can be delivered before `timeout` seconds pass."""
     ctx = call.context
+    if isinstance(timeout, LongInt):  # a JSON integer too long to convert: far out of range
+        return invalid_params(f"'timeout' must be between 0 and {MAX_FLUSH_TIMEOUT_S:g} seconds")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         return invalid_params("'timeout' must be a number of seconds")
     # Compared, not converted: math.isfinite(10**400) would raise. NaN fails both comparisons.

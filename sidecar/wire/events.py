@@ -27,6 +27,9 @@ these decisions:
 - Keys keep the app's order; keys the sidecar adds are appended.
 - Text that UTF-8 cannot encode (a lone surrogate, which ``json.loads`` produces from a
   ``"\\ud800"`` escape) rejects the event, like NaN and Infinity: PostHog cannot parse either.
+- An integer longer than Python converts to text (a `sidecar.wire.stdjson.LongInt`, which the
+  request parser makes of it) passes through as the same digits; as ``distinct_id`` it is that
+  text.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sidecar.wire import fastjson
+from sidecar.wire import fastjson, stdjson
 
 MAX_EVENT_BYTES = 1_000_000
 """Largest accepted event: UTF-8 bytes of the normalised JSON text."""
@@ -242,11 +245,25 @@ def _distinct_id_text(value: object, reason: str) -> str:
             return str(value)
         except ValueError:  # beyond Python's integer-to-text digit limit
             raise EventError(reason) from None
+    elif isinstance(value, stdjson.LongInt):  # an integer the request line held past that limit
+        return value.digits
     elif isinstance(value, float) and math.isfinite(value):
         if value.is_integer() and abs(value) < 1e21:
             return str(int(value))
         return repr(value)
     raise EventError(reason)
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether UTF-8 can encode `text`: False when it holds a lone surrogate, which
+    ``json.loads`` makes of a ``"\\ud800"`` escape."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _canonical_uuid(value: object) -> str:
@@ -314,7 +331,10 @@ def _serialize_stdlib(event: dict[str, Any]) -> str:
     """`_serialize` by the standard library: the reference, and the path for what orjson
     declines."""
     try:
-        text = _ENCODER.encode(event)
+        try:
+            text = _ENCODER.encode(event)
+        except TypeError:  # a `LongInt`, which only `stdjson` writes (as its digits)
+            text = stdjson.dumps(event, ensure_ascii=False)
     except (TypeError, ValueError):
         raise EventError(_unserializable_reason(event)) from None
     except RecursionError:
@@ -336,7 +356,7 @@ def _serialize_stdlib(event: dict[str, Any]) -> str:
 def _unserializable_reason(event: dict[str, Any]) -> str:
     """Say why `event` failed to serialize (error path only, so a second attempt is fine)."""
     try:
-        json.dumps(event, allow_nan=True)
+        stdjson.dumps(event, ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError):
         return "event contains a value that is not JSON"
     return "event contains NaN or Infinity, which JSON cannot carry"

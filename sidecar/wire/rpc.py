@@ -36,7 +36,7 @@ from jsonrpcserver.async_dispatcher import dispatch_request
 from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable_one
 
-from sidecar.wire import fastjson
+from sidecar.wire import fastjson, stdjson
 from sidecar.wire.framing import OversizedLine
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,11 @@ def invalid_params(data: str) -> Result:
 
 def encode(message: object) -> bytes:
     """One response line: compact, ASCII-only JSON and a newline."""
-    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    try:
+        text = json.dumps(message, ensure_ascii=True, separators=(",", ":"))
+    except TypeError:  # a `LongInt` id: written back as the digits it came with
+        text = stdjson.dumps(message, ensure_ascii=True)
+    return text.encode("ascii") + b"\n"
 
 
 def error_response(code: int, message: str, data: object = None, id_: object = None) -> bytes:
@@ -146,16 +150,12 @@ def error_response(code: int, message: str, data: object = None, id_: object = N
     return encode({"jsonrpc": "2.0", "error": error, "id": id_})
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _valid_id(value: object) -> bool:
     if value is None or isinstance(value, str):
         return True
     if isinstance(value, bool):
         return False
-    if isinstance(value, int):
+    if isinstance(value, int | stdjson.LongInt):
         return True
     return isinstance(value, float) and math.isfinite(value)
 
@@ -209,7 +209,7 @@ def parse_line(frame: bytes | OversizedLine) -> Parsed | bytes:
         body = fastjson.loads(frame)  # checks the UTF-8 itself: no decoding on this path
     except fastjson.Declined:
         try:
-            body = json.loads(frame.decode("utf-8"), parse_constant=_reject_constant)
+            body = stdjson.loads(frame.decode("utf-8"))
         except UnicodeDecodeError as exc:
             return error_response(
                 ERROR_PARSE_ERROR, "Parse error", f"invalid UTF-8 at byte {exc.start}"

@@ -335,13 +335,31 @@ def decode_payload(
                 f"Uncompressed payload size limit {limit} exceeded: {len(body)}",
             )
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_any_length_int)
     except ValueError as exc:
         raise CaptureRejectedError(Rejection.REQUEST_PARSING, str(exc)) from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_INT_PIECE_DIGITS = 1000
+
+
+def _any_length_int(text: str) -> int:
+    """A JSON integer of any length: int() refuses text past sys.get_int_max_str_digits()
+    digits, and the sidecar passes such a number through, so it is built a piece at a time."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    digits = text.lstrip("-")
+    value = 0
+    for start in range(0, len(digits), _INT_PIECE_DIGITS):
+        piece = digits[start : start + _INT_PIECE_DIGITS]
+        value = value * 10 ** len(piece) + int(piece)
+    return -value if text.startswith("-") else value
 
 
 def _gunzip_text(body: bytes, limit: int) -> str:

@@ -2,16 +2,25 @@
 
 The strategies keep to messages that cannot stop the process or purge its queue (a valid
 `shutdown`, or `ph_set_opt_out` with `true`) and to `ph_flush` timeouts that cannot make an
-answer wait: everything else is fair game, including every wrong type in every field.
+answer wait: everything else is fair game, including every wrong type in every field, and
+integers past Python's int() text conversion limit (`LongNumber`) in every position.
+
+`surrogate_cases` and `long_number_cases` are lines with the exact answer each is owed (`Case`):
+a lone surrogate in every string parameter and event field of an otherwise valid call, and an
+integer past the conversion limit in every position of one.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from hostile_oracle import LongNumber
 from hypothesis import strategies as st
 
 PARAMS = {
@@ -25,19 +34,34 @@ PARAMS = {
 EVENT_FIELDS = ("event", "distinct_id", "uuid", "timestamp", "properties", "$set", "$set_once",
                 "type", "offset")
 HUGE_INT = 10**4000  # under Python's 4300-digit limit for int <-> text
+# Integers int() will not take from text: just past the limit, and far past it.
+LONG = LongNumber("1" + "0" * sys.get_int_max_str_digits())
+LONGER = LongNumber("-" + "9" * 20_000)
 # Values of every JSON type and the awkward corners of each.
 JUNK: tuple[Any, ...] = (
-    None, True, False, 0, -1, 1, 2**63, -(2**63) - 1, HUGE_INT, -HUGE_INT, 0.5, -0.0, 1e308,
+    None, True, False, 0, -1, 1, 2**63, -(2**63) - 1, HUGE_INT, -HUGE_INT, LONG, LONGER, 0.5,
+    -0.0, 1e308,
     float("inf"), float("-inf"), "", " ", "x", "2.0", "\u0000", "\ud800", "é" * 3, "🙂",
     "9" * 5000, [], [None], [[[[]]]], {}, {"": None}, {"a": {"b": {"c": []}}},
 )
 
 
+_LONG_MARK = "\x00long\x00"
+_LONG_MARKED = re.compile(r'"\\u0000long\\u0000(-?[0-9]+)"')
+
+
+def _mark_long(value: object) -> str:
+    if isinstance(value, LongNumber):
+        return _LONG_MARK + value.text
+    raise TypeError(type(value).__name__)
+
+
 def dumps(value: object) -> str:
-    """JSON text, with infinities written as numbers too large for a double (1e999)."""
-    return json.dumps(value).replace("-Infinity", "-1e999").replace(
-        "Infinity", "1e999"
-    )
+    """JSON text, with infinities written as numbers too large for a double (1e999) and each
+    LongNumber as its digits."""
+    text = json.dumps(value, default=_mark_long)
+    text = _LONG_MARKED.sub(lambda match: match[1], text)
+    return text.replace("-Infinity", "-1e999").replace("Infinity", "1e999")
 
 
 def _safe(method: object, params: object) -> bool:
@@ -237,3 +261,115 @@ def special_lines() -> list[bytes]:
         b"\x00\n",
     ]
     return lines
+
+
+# ---- lines owed an exact answer ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """A line and the answer it is owed: an error `code` (-32602's data naming `names`), or a
+    result (`code` None) that for ph_send_batch accepts `accepted` events and rejects the events
+    at `rejected`; `id` is the id the answer carries."""
+
+    label: str
+    line: bytes
+    code: int | None
+    id: Any = 1
+    names: str | None = None
+    accepted: int | None = None
+    rejected: tuple[int, ...] = ()
+
+
+SURROGATES = ("\ud800", "phc_\ud800x", "\udc00", "\udfff")
+GOOD_EVENT = {"event": "e", "distinct_id": "d"}
+
+
+def _call(method: str, params: object = None, id_: object = 1, **envelope: object) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": id_}
+    if params is not None:
+        message["params"] = params
+    message.update(envelope)
+    return (dumps(message) + "\n").encode()
+
+
+def _event_cases(label: str, value: object) -> Iterator[Case]:
+    """`value` in every field of the first of two events (the second is valid): the first is
+    rejected alone."""
+    fields: dict[str, dict[str, Any]] = {
+        "event": {**GOOD_EVENT, "event": value},
+        "uuid": {**GOOD_EVENT, "uuid": value},
+        "timestamp": {**GOOD_EVENT, "timestamp": value},
+        "properties": {**GOOD_EVENT, "properties": value},
+    }
+    for field, event in fields.items():
+        yield Case(f"{label} as {field}", _call("ph_send_batch", {"batch": [event, GOOD_EVENT]}),
+                   None, accepted=1, rejected=(0,))
+
+
+def surrogate_cases() -> Iterator[Case]:
+    """A lone surrogate (a JSON escape) in every string parameter and event field of an
+    otherwise valid call, and in the envelope."""
+    for text in SURROGATES:
+        label = f"surrogate {text.encode('unicode_escape').decode()}"
+        yield Case(f"{label} in api_key", _call(
+            "ph_send_batch", {"batch": [GOOD_EVENT], "api_key": text}), -32602, names="api_key")
+        yield Case(f"{label} in api_key, empty batch", _call(
+            "ph_send_batch", {"batch": [], "api_key": text}), -32602, names="api_key")
+        yield Case(f"{label} in timeout", _call("ph_flush", {"timeout": text}), -32602,
+                   names="timeout")
+        yield Case(f"{label} in opt_out", _call("ph_set_opt_out", {"opt_out": text}), -32602,
+                   names="opt_out")
+        # The data names the param by its repr, which escapes the surrogate.
+        yield Case(f"{label} as a param name", _call("ping", {text: 1}), -32602,
+                   names=repr(text))
+        yield Case(f"{label} as the method", _call(text), -32601)
+        yield Case(f"{label} as the id", _call("ping", id_=text), None, id=text)
+        yield Case(f"{label} in jsonrpc", _call("ping", jsonrpc="2.0" + text), -32600)
+        yield from _event_cases(label, text)
+        for field, event in {
+            "distinct_id": {**GOOD_EVENT, "distinct_id": text},
+            "properties.distinct_id": {"event": "e", "properties": {"distinct_id": text}},
+            "a property name": {**GOOD_EVENT, "properties": {text: 1}},
+            "a property value": {**GOOD_EVENT, "properties": {"k": [{"v": text}]}},
+            "$set": {**GOOD_EVENT, "$set": {"name": text}},
+            "another field": {**GOOD_EVENT, "custom": text},
+        }.items():
+            yield Case(f"{label} in {field}", _call(
+                "ph_send_batch", {"batch": [event, GOOD_EVENT]}), None, accepted=1, rejected=(0,))
+
+
+def long_number_cases() -> Iterator[Case]:
+    """An integer past the conversion limit in every position of an otherwise valid call: a
+    result where a number may be, -32602 naming the param where it may not, -32600 in the
+    envelope."""
+    for number in (LONG, LONGER):
+        label = f"{len(number.text.lstrip('-'))}-digit integer"
+        yield Case(f"{label} as the id", _call("ping", id_=number), None, id=number)
+        yield Case(f"{label} as the id of ph_send_batch", _call(
+            "ph_send_batch", {"batch": [GOOD_EVENT]}, id_=number), None, id=number, accepted=1)
+        for where, event in {
+            "a property": {**GOOD_EVENT, "properties": {"n": number}},
+            "a nested property": {**GOOD_EVENT, "properties": {"a": [{"n": [number]}]}},
+            "$set": {**GOOD_EVENT, "$set": {"n": number}},
+            "another field": {**GOOD_EVENT, "custom": number},
+            "distinct_id": {**GOOD_EVENT, "distinct_id": number},
+            "properties.distinct_id": {"event": "e", "properties": {"distinct_id": number}},
+        }.items():
+            yield Case(f"{label} in {where}", _call("ph_send_batch", {"batch": [event]}), None,
+                       accepted=1)
+        yield from _event_cases(label, number)
+        for method, name, params in (
+            ("ph_send_batch", "batch", {"batch": number}),
+            ("ph_send_batch", "api_key", {"batch": [GOOD_EVENT], "api_key": number}),
+            ("ph_flush", "timeout", {"timeout": number}),
+            ("ph_set_opt_out", "opt_out", {"opt_out": number}),
+            ("ping", "x", {"x": number}),
+        ):
+            yield Case(f"{label} in {method}'s {name}", _call(method, params), -32602, names=name)
+        yield Case(f"{label} as a positional param", _call("ph_status", [number]), -32602)
+        yield Case(f"{label} as params", _call("ping", number), -32600)
+        yield Case(f"{label} as the method", _call(number), -32600)  # type: ignore[arg-type]
+        yield Case(f"{label} in jsonrpc", _call("ping", jsonrpc=number), -32600)
+        yield Case(f"{label} as the line", (dumps(number) + "\n").encode(), -32600, id=None)
+        yield Case(f"{label} as an unknown member", _call("ping", extra=number), -32600)

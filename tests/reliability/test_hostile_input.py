@@ -19,15 +19,20 @@ from typing import Any
 
 import pytest
 import trio
-from fm_support import Flood, unread_sidecar
+from fm_support import Flood, flood_lines, unread_sidecar
 from hostile_corpus import (
+    LONG,
+    LONGER,
+    Case,
     dumps,
     line_body,
+    long_number_cases,
     random_lines,
     special_lines,
+    surrogate_cases,
     wrong_types_everywhere,
 )
-from hostile_oracle import NOTHING, check_answer, expected_for_body, expected_for_line
+from hostile_oracle import NOTHING, check_answer, expected_for_body, expected_for_line, loads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,9 +154,32 @@ def check_line_answer(line: bytes, out: bytes | None) -> Any:
     assert out is not None, line[:200]
     assert out.endswith(b"\n") and out.count(b"\n") == 1, out[:200]
     assert out.isascii(), out[:200]
-    decoded = json.loads(out)
+    decoded = loads(out)
     check_answer(expected, decoded)
     return decoded
+
+
+def check_case(case: Case, out: bytes | None) -> None:
+    """The answer to a case's line is what the oracle says, and exactly what the case owes."""
+    answer = check_line_answer(case.line.rstrip(b"\n"), out)
+    assert isinstance(answer, dict), (case.label, answer)
+    assert type(answer["id"]) is type(case.id) and answer["id"] == case.id, case.label
+    if case.code is None:
+        assert "result" in answer, (case.label, answer)
+        if case.accepted is not None:
+            assert answer["result"]["accepted"] == case.accepted, (case.label, answer)
+            indexes = [r["index"] for r in answer["result"]["rejected"]]
+            assert indexes == list(case.rejected), (case.label, answer)
+    else:
+        assert answer["error"]["code"] == case.code, (case.label, answer)
+        if case.names is not None:
+            assert case.names in answer["error"]["data"], (case.label, answer)
+
+
+def exact_cases() -> list[Case]:
+    """Issue 13's classes: a lone surrogate in every string parameter and event field, and an
+    integer past int()'s text conversion limit in every position."""
+    return [*surrogate_cases(), *long_number_cases()]
 
 
 def accepted_and_purged(decoded: Any) -> tuple[int, int]:
@@ -209,6 +237,20 @@ async def test_random_byte_stream_gets_one_answer_per_owed_line(lines, data, tmp
             check_line_answer(frame, await sidecar.answer(frame))
 
 
+async def test_lone_surrogates_and_long_integers_get_exactly_what_they_are_owed_in_process(
+    tmp_path: Path,
+) -> None:
+    """A lone surrogate in any string parameter is -32602 naming it (api_key included, which
+    answered -32603) or rejects its event alone; an integer past the conversion limit anywhere
+    is answered by the request's id (it was -32700 with id null): a result where a number may
+    be, -32602 naming the param where not. The queue grows by exactly what is accepted."""
+    async with InProcess(tmp_path / "data") as sidecar:
+        for case in exact_cases():
+            before = await sidecar.depth()
+            check_case(case, await sidecar.answer(case.line.rstrip(b"\n")))
+            assert await sidecar.depth() - before == (case.accepted or 0), case.label
+
+
 async def test_special_lines_in_process(tmp_path: Path) -> None:
     """Deep nesting, 1e999999, 10**4000, 5000-digit numbers, NaN, junk batches, duplicate ids
     and every wrong type in every field: each line gets what it is owed, never -32603."""
@@ -231,13 +273,14 @@ def hostile_corpus(seed: int = 4) -> list[bytes]:
         *special_lines(),
         *wrong_types_everywhere(),
         *random_lines(random.Random(seed), RANDOM_LINES),
+        *(case.line for case in exact_cases()),
     ])
     return [line + b"\n" for line in blob.split(b"\n")[:-1]]
 
 
 def _is_flush(line: bytes) -> bool:
     try:
-        body = json.loads(line)
+        body = loads(line)
     except (ValueError, RecursionError):
         return False
     items = body if isinstance(body, list) else [body]
@@ -274,7 +317,7 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
             if expected.kind == "none":
                 continue
             owed += 1
-            decoded = json.loads(proc.read_line())
+            decoded = loads(proc.read_line())
             check_answer(expected, decoded)
             accepted += accepted_and_purged(decoded)[0]
         # Nothing more was written than owed: the next line out answers this ping.
@@ -287,7 +330,7 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
         for line in stream:
             expected = expected_for_line(line[:-1])
             if expected.kind != "none":
-                decoded = json.loads(proc.read_line())
+                decoded = loads(proc.read_line())
                 check_answer(expected, decoded)
                 accepted += accepted_and_purged(decoded)[0]
         writer.join(GUARD_S)
@@ -315,6 +358,30 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
           f"accepted; peak RSS +{((peak_kib or 0) - (base_kib or 0)) // 1024} MiB")
 
 
+def test_lone_surrogates_and_long_integers_in_the_real_process(tmp_path: Path) -> None:
+    """Over real pipes, each line of issue 13's classes gets exactly what it is owed, and the
+    events holding integers past the conversion limit reach capture with the same digits."""
+    values = {LONG: 10 ** (len(LONG.text) - 1), LONGER: -(10 ** (len(LONGER.text) - 1) - 1)}
+    assert LONG.text == "1" + "0" * (len(LONG.text) - 1) and set(LONGER.text[1:]) == {"9"}
+    with CaptureServer() as server, SidecarProcess(
+        tmp_path / "data", server.url, "--max-queue", "1000000", api_key=TEST_KEY
+    ) as proc:
+        accepted = 0
+        for case in exact_cases():
+            proc.send_raw(case.line)
+            check_case(case, proc.read_line())
+            accepted += case.accepted or 0
+        proc.result("ph_flush", {"timeout": GUARD_S})
+        wait_drained(proc)
+        events = server.events
+        assert proc.stop() == 0, proc.stderr[-3000:]
+    assert len(events) == accepted
+    properties = [e["properties"]["n"] for e in events if "n" in e["properties"]]
+    assert properties == [values[LONG], values[LONGER]]
+    distinct_ids = {e["distinct_id"] for e in events}
+    assert {LONG.text, LONGER.text} <= distinct_ids
+
+
 # ---- a flood nobody reads ------------------------------------------------------------------
 
 
@@ -331,13 +398,7 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
     try:
         assert b'"version"' in raw.ask(b'{"jsonrpc":"2.0","id":-1,"method":"ping"}\n')
         base = proc_status_kib(raw.process.pid, "VmHWM")
-        if events_per_call:
-            params = {"batch": [{}] * events_per_call}
-            lines = [json.dumps({"jsonrpc": "2.0", "id": i, "method": "ph_send_batch",
-                                 "params": params}).encode() + b"\n" for i in range(count)]
-        else:
-            lines = [b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % i for i in range(count)]
-        writer = Flood(raw, lines)
+        writer = Flood(raw, flood_lines(count, events_per_call))
         written = writer.wait_blocked()
         assert writer.is_alive(), "the sidecar read everything without being read"
         assert written < count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from sidecar import __version__
 from sidecar.process import app
 from sidecar.process.config import Config
 from sidecar.wire import rpc
@@ -40,14 +42,17 @@ class Wire:
         self.app_stdout, self.from_app = trio.testing.memory_stream_one_way_pair()
         self._buffer = b""
 
-    async def read_message(self) -> Any:
+    async def read_line(self) -> bytes:
         while b"\n" not in self._buffer:
             chunk = await self.from_app.receive_some()
             if not chunk:
                 raise EOFError(self._buffer)
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        return line
+
+    async def read_message(self) -> Any:
+        return json.loads(await self.read_line())
 
     async def read_rest(self) -> bytes:
         while chunk := await self.from_app.receive_some():
@@ -274,3 +279,80 @@ async def test_a_batch_line_with_a_flush_runs_beside_the_lines_after_it(tmp_path
             await wire.to_app.aclose()
             answers = await wire.read_message()
     assert [a["id"] for a in answers] == [1, 2]
+
+
+@pytest.mark.parametrize("api_key", ["\\ud800", "phc_\\ud800x", "\\udc00", "\\udfff"])
+async def test_a_lone_surrogate_in_api_key_is_invalid_params_and_stores_nothing(
+    tmp_path: Path, api_key: str
+) -> None:
+    """An api_key holding a lone surrogate (a JSON escape) is -32602 naming api_key, not
+    -32603, with an empty batch too; nothing is stored and the next call works."""
+    wire = Wire()
+    event = '{"event":"e","distinct_id":"d"}'
+    lines = [
+        f'{{"jsonrpc":"2.0","id":1,"method":"ph_send_batch","params":{{"batch":[{event}],'
+        f'"api_key":"{api_key}"}}}}\n',
+        f'{{"jsonrpc":"2.0","id":2,"method":"ph_send_batch","params":{{"batch":[],'
+        f'"api_key":"{api_key}"}}}}\n',
+    ]
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, _offline_transport())
+            await wire.to_app.send_all("".join(lines).encode("ascii") + _line("ph_status", 3))
+            answers = [await wire.read_message() for _ in range(3)]
+            await wire.to_app.aclose()
+            await wire.read_rest()
+    for answer in answers[:2]:
+        assert answer["error"]["code"] == -32602, answer
+        assert "api_key" in answer["error"]["data"]
+    assert answers[2]["result"]["queued"] == 0
+
+
+LONG = "9" * (sys.get_int_max_str_digits() + 1)  # past what int() takes from text
+
+
+async def test_integers_past_the_conversion_limit_are_answered_by_id_and_reach_capture(
+    tmp_path: Path,
+) -> None:
+    """A request holding an integer too long for int() is answered by its id: an event property
+    goes to capture as the same digits, a long id is echoed, a long timeout is -32602."""
+    wire = Wire()
+    bodies: list[bytes] = []
+    arrived = trio.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(gzip.decompress(request.content))
+        arrived.set()
+        return httpx.Response(200, json={"status": 1})
+
+    properties = f'{{"n":-{LONG},"deep":[{{"m":{LONG}}}]}}'
+    event = f'{{"event":"long","distinct_id":{LONG},"properties":{properties}}}'
+    lines = [
+        f'{{"jsonrpc":"2.0","id":1,"method":"ph_send_batch","params":{{"batch":[{event}]}}}}',
+        f'{{"jsonrpc":"2.0","id":{LONG},"method":"ping"}}',
+        f'{{"jsonrpc":"2.0","id":3,"method":"ph_flush","params":{{"timeout":{LONG}}}}}',
+        f'{{"jsonrpc":"2.0","id":4,"method":"ph_set_opt_out","params":{{"opt_out":-{LONG}}}}}',
+        f'{{"jsonrpc":"2.0","id":5,"method":"ph_send_batch","params":{{"batch":[],"api_key":{LONG}}}}}',
+    ]
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, _config(tmp_path), wire, httpx.MockTransport(handler))
+            await wire.to_app.send_all("\n".join(lines).encode() + b"\n")
+            sent = json.loads(await wire.read_line())
+            ping = await wire.read_line()
+            # The flush runs beside the lines after it, so its answer may come after theirs.
+            errors = sorted([json.loads(await wire.read_line()) for _ in range(3)],
+                            key=lambda answer: int(answer["id"]))
+            await arrived.wait()
+            await wire.to_app.aclose()
+            await wire.read_rest()
+    assert sent == {"jsonrpc": "2.0", "result": {"accepted": 1, "rejected": [], "queued": 1},
+                    "id": 1}
+    assert ping == b'{"jsonrpc":"2.0","result":{"version":"%s"},"id":%s}' % (
+        __version__.encode(), LONG.encode())
+    assert [(e["id"], e["error"]["code"]) for e in errors] == [(3, -32602), (4, -32602),
+                                                              (5, -32602)]
+    assert [e["error"]["data"].split("'")[1] for e in errors] == ["timeout", "opt_out", "api_key"]
+    body = bodies[0].decode()
+    assert f'"distinct_id":"{LONG}"' in body
+    assert f'"properties":{{"n":-{LONG},"deep":[{{"m":{LONG}}}],' in body

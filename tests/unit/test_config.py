@@ -212,6 +212,25 @@ def test_bad_log_level_from_environment() -> None:
         parse(TELEMETRY_SIDECAR_LOG_LEVEL="verbose")
 
 
+@pytest.mark.parametrize(
+    ("argv", "environ", "named"),
+    [
+        (["--api-key", "phc_\udcff"], {}, "--api-key"),
+        ([], {"POSTHOG_API_KEY": "\udcc3phc_key"}, "POSTHOG_API_KEY"),
+        (["--host", "https://eu.i.posthog\udcff.com"], {}, "--host"),
+        ([], {"POSTHOG_HOST": "https://\udcffeu.i.posthog.com"}, "--host"),
+    ],
+)
+def test_undecodable_bytes_in_key_or_host_are_refused(
+    argv: list[str], environ: dict[str, str], named: str
+) -> None:
+    """Bytes that are not UTF-8 in argv or the environment (lone surrogates to Python) are
+    refused at start, naming the option, instead of failing every call that stores the key."""
+    with pytest.raises(ConfigError, match=named) as info:
+        parse(*argv, **environ)
+    assert "phc_" not in str(info.value)
+
+
 # --- mask_key -------------------------------------------------------------------------------
 
 
@@ -274,6 +293,16 @@ def test_insecure_host_exits_2_before_touching_data(tmp_path: Path) -> None:
     result = run_sidecar("--host", "http://example.com", "--data-dir", str(data_dir))
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
+    assert not data_dir.exists()
+
+
+def test_undecodable_api_key_exits_2_before_touching_data(tmp_path: Path) -> None:
+    """An --api-key whose bytes are not UTF-8 exits 2 with one line and creates no data dir."""
+    data_dir = tmp_path / "z"
+    result = run_sidecar("--api-key", "phc_\udcff", "--data-dir", str(data_dir))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "--api-key" in result.stderr
     assert not data_dir.exists()
 
 

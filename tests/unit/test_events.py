@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.wire import events as events_module
-from sidecar.wire.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event, uuid7
+from sidecar.wire.events import (
+    MAX_EVENT_BYTES,
+    EventError,
+    is_unicode_text,
+    normalize_batch,
+    normalize_event,
+    uuid7,
+)
+from sidecar.wire.stdjson import LongInt
+from sidecar.wire.stdjson import loads as long_loads
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
 NOW_TEXT = "2026-11-26T10:00:00.123456+00:00"
@@ -467,6 +477,67 @@ def test_paired_surrogate_escape_is_accepted() -> None:
     """A proper surrogate pair decodes to one character and is kept."""
     raw = minimal(properties={"v": json.loads('"\\ud83d\\ude00"')})
     assert normalize(raw)["properties"]["v"] == "\U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("text", "unicode"),
+    [("phc_key", True), ("é☃😀", True), ("\\ud800", False), ("phc_\\ud800x", False),
+     ("\\udc00", False), ("\\udfff", False), ("\\ud83d\\ude00", True)],
+)
+def test_is_unicode_text_is_false_only_for_lone_surrogates(text: str, unicode: bool) -> None:
+    """Text is Unicode text unless it holds a lone surrogate (a pair decodes to one character)."""
+    assert is_unicode_text(json.loads(f'"{text}"')) is unicode
+
+
+LONG = "8" * (sys.get_int_max_str_digits() + 1)  # past what int() takes from text
+
+
+def test_a_long_integer_passes_through_as_the_same_digits() -> None:
+    """An integer past the conversion limit, anywhere in the event, is written back as the
+    digits it came as, next to integers the standard library converts."""
+    raw = long_loads(
+        f'{{"event":"e","distinct_id":"d","properties":{{"n":{LONG},"m":[-{LONG},{{"k":1}}],'
+        f'"big":{10**4000}}},"custom":{LONG}}}'
+    )
+    text = normalize_event(raw, now=NOW, lib_version=LIB_VERSION)
+    assert f'"n":{LONG},"m":[-{LONG},{{"k":1}}],"big":{10**4000}' in text
+    assert f'"custom":{LONG},' in text
+    result = long_loads(text)
+    assert result["properties"]["n"] == LongInt(LONG)
+    assert result["custom"] == LongInt(LONG)
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_a_long_integer_distinct_id_is_sent_as_its_digits(sign: str) -> None:
+    """A long integer distinct_id is a number, sent as its decimal text like any other."""
+    text = normalize_event(minimal(distinct_id=LongInt(sign + LONG)), now=NOW,
+                           lib_version=LIB_VERSION)
+    assert json.loads(text)["distinct_id"] == sign + LONG
+    raw = {"event": "e", "properties": {"distinct_id": LongInt(LONG)}}
+    text = normalize_event(raw, now=NOW, lib_version=LIB_VERSION)
+    assert long_loads(text)["distinct_id"] == LONG
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [("event", "'event' must be a non-empty string"), ("uuid", "invalid 'uuid'"),
+     ("timestamp", "'timestamp' must be an ISO 8601 string"),
+     ("properties", "'properties' must be an object")],
+)
+def test_a_long_integer_where_text_or_an_object_is_needed_rejects_the_event(
+    field: str, expected: str
+) -> None:
+    """A long integer as the event name, uuid, timestamp or properties rejects the event alone."""
+    assert reason(minimal(**{field: LongInt(LONG)})) == expected
+
+
+def test_a_long_integer_does_not_hide_nan_or_a_long_event() -> None:
+    """With a long integer in the event, NaN is still named, and the size limit still holds."""
+    assert reason(minimal(properties={"n": LongInt(LONG), "x": math.nan})) == (
+        "event contains NaN or Infinity, which JSON cannot carry"
+    )
+    huge = LongInt("9" * MAX_EVENT_BYTES)
+    assert "over the 1000000 limit" in reason(minimal(properties={"n": huge}))
 
 
 @pytest.mark.parametrize("value", [{1, 2}, object(), b"bytes"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from sidecar.wire.rpc import (
     request_problem,
     success,
 )
+from sidecar.wire.stdjson import LongInt
 
 
 @dataclass
@@ -185,6 +187,47 @@ def test_parse_deep_nesting_is_parse_error() -> None:
     line = b"[" * 100_000 + b"]" * 100_000
     response = refused(line)
     assert response["error"]["code"] == -32700
+
+
+LONG = "9" * (sys.get_int_max_str_digits() + 1)  # past what int() takes from text
+
+
+async def test_a_request_with_an_integer_past_the_conversion_limit_is_answered_by_its_id() -> None:
+    """An integer too long for int() anywhere in a request (valid JSON) does not make the line a
+    parse error: the request runs and is answered with its id."""
+    line = b'{"jsonrpc":"2.0","method":"echo","params":[[1,%s]],"id":7}' % LONG.encode()
+    result = parse_line(line)
+    assert isinstance(result, Parsed)
+    answer = await Dispatcher(METHODS, Context()).respond(result)
+    assert answer == b'{"jsonrpc":"2.0","result":[1,%s],"id":7}\n' % LONG.encode()
+
+
+async def test_a_long_integer_id_is_echoed_with_the_same_digits() -> None:
+    """A long integer is a valid id (a number), echoed digit for digit, in a batch too."""
+    for sign in ("", "-"):
+        digits = (sign + LONG).encode()
+        line = b'[{"jsonrpc":"2.0","method":"add","params":[1,2],"id":%s}]' % digits
+        result = parse_line(line)
+        assert isinstance(result, Parsed)
+        assert request_problem(result.body[0]) is None
+        answer = await Dispatcher(METHODS, Context()).respond(result)
+        assert answer == b'[{"jsonrpc":"2.0","result":3,"id":%s}]\n' % digits
+
+
+async def test_a_long_integer_where_a_param_is_bound_is_invalid_params() -> None:
+    """A long integer as an unexpected positional param is -32602 with the request's id."""
+    result = parse_line(b'{"jsonrpc":"2.0","method":"add","params":[1,2,%s],"id":"x"}'
+                        % LONG.encode())
+    assert isinstance(result, Parsed)
+    answer = await Dispatcher(METHODS, Context()).respond(result)
+    assert answer is not None
+    assert json.loads(answer)["error"]["code"] == -32602
+    assert json.loads(answer)["id"] == "x"
+
+
+def test_encode_writes_a_long_integer_as_its_digits() -> None:
+    """`encode` writes a LongInt as the bare number it came as."""
+    assert encode({"id": LongInt("-" + LONG)}) == b'{"id":-%s}\n' % LONG.encode()
 
 
 def test_parse_oversized_is_invalid_request_with_size() -> None:
