@@ -43,8 +43,11 @@ def proxy_for(url: str) -> str | None:
     """The proxy URL for requests to `url`, or None to connect directly.
 
     The same discovery httpx's client makes (`urllib.request.getproxies`: `HTTPS_PROXY`,
-    `ALL_PROXY` and their lowercase forms, or the system's settings), and `NO_PROXY` (or the
-    system's bypass list) matched against the host, with its port when the URL gives one.
+    `ALL_PROXY` and their lowercase forms, or the system's settings), and `NO_PROXY` matched
+    against the host, with its port when the URL gives one; tests hold it to httpx's choice.
+    It goes further than httpx in two ways: on macOS and Windows the system's own bypass list
+    counts too (`urllib.request.proxy_bypass` reads it; httpx reads only `NO_PROXY`), and
+    `NO_PROXY=.example.com` covers example.com itself, as in curl.
     """
     proxies = urllib.request.getproxies()
     target = httpx.URL(url)

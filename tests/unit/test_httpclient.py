@@ -1,10 +1,12 @@
-"""Unit tests for sidecar.delivery.httpclient: which proxy a capture host goes through, and one
-attempt through a transport (httpx.MockTransport) with the headers and timeouts it must carry."""
+"""Unit tests for sidecar.delivery.httpclient: which proxy a capture host goes through (and that
+it is the one httpx's own client would pick), and one attempt through a transport
+(httpx.MockTransport) with the headers and timeouts it must carry."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from httpx._utils import get_environment_proxies
 
 from sidecar import __version__
 from sidecar.delivery.httpclient import Endpoint, proxy_for
@@ -58,6 +60,73 @@ def test_proxy_for_follows_the_environment_and_no_proxy(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert proxy_for(url) == expected
+
+
+def httpx_client_proxy(url: str) -> str | None:
+    """The proxy `httpx.AsyncClient(trust_env=True)` sends a request for `url` through, or None
+    (`verify` plays no part in choosing it).
+
+    httpx has no public call for this: the client turns its environment discovery
+    (`httpx._utils.get_environment_proxies`) into URL patterns, most specific first, and
+    `_transport_for_url` takes the first that matches. This follows the same steps on the same
+    objects; httpx is pinned below 1.0, and a change there shows up here.
+    """
+    proxies = get_environment_proxies()
+    client = httpx.AsyncClient(trust_env=True, verify=False)  # no trust store to load
+    target = httpx.URL(url)
+    for pattern, transport in client._mounts.items():
+        if pattern.matches(target):
+            return None if transport is None else proxies[pattern.pattern]
+    return None
+
+
+PARITY_PROXIES = [
+    {},
+    {"HTTPS_PROXY": "http://proxy.corp:3128"},
+    {"https_proxy": "proxy.corp:3128"},
+    {"HTTP_PROXY": "http://p:1"},
+    {"http_proxy": "http://p:1"},
+    {"ALL_PROXY": "http://all:2"},
+    {"all_proxy": "all:2"},
+    {"HTTPS_PROXY": "http://p:1", "ALL_PROXY": "http://all:2"},
+    {"HTTP_PROXY": "http://p:1", "all_proxy": "http://all:2"},
+    {"HTTP_PROXY": "http://upper:1", "http_proxy": "http://lower:2"},
+]
+PARITY_NO_PROXY = [
+    None, "posthog.com", ".posthog.com", "*", "example.com, *", "hog.com", "EU.I.POSTHOG.COM",
+    "*.posthog.com", "i.posthog.com:443", "posthog.com,localhost", "127.0.0.1",
+    "127.0.0.1:8000", "127.0.0.1:9999", "localhost", "127.0.0.0/8", "::1",
+]
+PARITY_URLS = [
+    "https://eu.i.posthog.com", "https://posthog.com", "https://eu.i.posthog.com:443",
+    "https://eu.i.posthog.com:8443", "http://127.0.0.1:8000", "http://localhost:8000",
+    "http://[::1]:8000",
+]
+
+
+def _leading_dot_covers_the_apex(no_proxy: str | None, url: str) -> bool:
+    return no_proxy == ".posthog.com" and httpx.URL(url).host == "posthog.com"
+
+
+@pytest.mark.parametrize("environment", PARITY_PROXIES)
+@pytest.mark.parametrize("no_proxy", PARITY_NO_PROXY)
+def test_proxy_for_picks_what_httpx_picks(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], no_proxy: str | None
+) -> None:
+    """Across HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (upper and lower case, with and without a
+    scheme) and NO_PROXY forms (domains, leading dots, wildcards, case, ports, addresses,
+    CIDR, IPv6, localhost), `proxy_for` names the proxy httpx's own client would use, with one
+    difference: NO_PROXY=.example.com also covers example.com itself, as in curl and urllib."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    for url in PARITY_URLS:
+        ours, theirs = proxy_for(url), httpx_client_proxy(url)
+        if _leading_dot_covers_the_apex(no_proxy, url) and theirs is not None:
+            assert ours is None, url
+        else:
+            assert ours == theirs, url
 
 
 def _answering(status: int, seen: list[httpx.Request], **headers: str) -> httpx.MockTransport:
