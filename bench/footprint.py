@@ -132,6 +132,6 @@ def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
             sdk_thread.join(timeout=max(60.0, plan.sdk_latency_sends * 6.0))
             figures.update(sdk_out)
         finally:
-            idle.stop()
-            offline.stop()
+            idle.reap()
+            offline.reap()
     return figures

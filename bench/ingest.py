@@ -138,7 +138,6 @@ def run(plan: Plan, server_url: str) -> dict[str, Any]:
                            if batch == max(plan.ingest_lines) else ""))
             finally:
                 ceiling.close()
-                sidecar.stop()
                 sidecar.reap()
         figures["batches"][str(batch)] = {
             "events_per_run": count,

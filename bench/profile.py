@@ -193,7 +193,7 @@ def main() -> int:
         recording = Recording(sidecar.pid, out / "ingest.txt", args.rate, gil=args.gil)
         seconds, _ = pipelined(sidecar, lines, args.batch)
         recording.stop()
-        sidecar.stop()
+        sidecar.reap()
         print(f"\n== ingest: {count:,} events in batches of {args.batch}, "
               f"{count / seconds:,.0f} events/s "
               f"under py-spy ({out / 'ingest.txt'})")
@@ -205,7 +205,7 @@ def main() -> int:
         recording = Recording(sidecar.pid, out / "drain.txt", args.rate, gil=args.gil)
         stats = server.wait(count, 900)
         recording.stop()
-        sidecar.stop()
+        sidecar.reap()
         if not stats["reached"]:
             raise SystemExit(f"drain did not finish: {stats}")
         rate = (stats["events"] - stats["first_events"]) / (stats["at"] - stats["first_at"])

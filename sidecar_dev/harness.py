@@ -26,7 +26,11 @@ from sidecar_dev.driver import SidecarProcess
 GUARD_S = 60.0
 # Short backoffs so a process retries at once when the server comes back; the delivery rules
 # themselves are checked with trio's mock clock in the unit tests.
-FAST_RETRIES = ("--backoff-base", "0.05", "--backoff-max", "0.2")
+FAST_BACKOFF_BASE_S = 0.05
+FAST_BACKOFF_MAX_S = 0.2
+FAST_RETRIES = (
+    "--backoff-base", str(FAST_BACKOFF_BASE_S), "--backoff-max", str(FAST_BACKOFF_MAX_S)
+)
 # The project key the suites and the benchmarks spawn sidecars with.
 TEST_KEY = "phc_test_key_0123456789abcdef"
 # Nothing listens on the discard port (binding it needs root): connecting fails at once, so a

@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
 from fault_scenarios import (  # noqa: E402
-    BACKOFF_MAX_S,
     RETRY_AFTER_MAX_S,
     DownRow,
     Row,
@@ -37,6 +36,8 @@ from fault_scenarios import (  # noqa: E402
     run_sizes,
     run_status_matrix,
 )
+
+from sidecar_dev.harness import FAST_BACKOFF_MAX_S  # noqa: E402
 
 
 def _seconds(value: float | None) -> str:
@@ -91,8 +92,9 @@ def print_down(rows: list[DownRow]) -> int:
         back = "-" if row.delivered_after_recovery is None else str(row.delivered_after_recovery)
         print(f"| {row.scenario} | {row.window_s:g} | {row.attempts} | {row.bound} | "
               f"{row.per_minute:.0f} | {row.min_gap_s:.3f} | {row.counted_by} | {back} |")
-    print(f"\nWith --backoff-max {BACKOFF_MAX_S:g} the floor between attempts is "
-          f"{BACKOFF_MAX_S / 2:g} s (at most {60 / (BACKOFF_MAX_S / 2):.0f}/min); at the default "
+    floor = FAST_BACKOFF_MAX_S / 2
+    print(f"\nWith --backoff-max {FAST_BACKOFF_MAX_S:g} the floor between attempts is "
+          f"{floor:g} s (at most {60 / floor:.0f}/min); at the default "
           "--backoff-max 30 it is 15 s (at most 4/min). New events sent every ~20 ms during "
           "the window did not hurry the retries.")
     return bad

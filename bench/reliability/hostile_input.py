@@ -16,7 +16,6 @@ Memory is /proc/<pid>/status (Linux); elsewhere those columns are empty.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
-from fm_support import OFFLINE_HOST, Flood, unread_sidecar  # noqa: E402
+from fm_support import OFFLINE_HOST, Flood, flood_lines, unread_sidecar  # noqa: E402
 from hostile_corpus import (  # noqa: E402
     long_number_cases,
     random_lines,
@@ -106,13 +105,7 @@ def flood_figures(folder: Path) -> None:
         with unread_sidecar(folder / f"flood{i}") as raw:
             raw.ask(b'{"jsonrpc":"2.0","id":-1,"method":"ping"}\n')
             base = proc_status_kib(raw.process.pid, "VmHWM")
-            if events:
-                params: dict[str, object] = {"batch": [{}] * events}
-                lines = [json.dumps({"jsonrpc": "2.0", "id": n, "method": "ph_send_batch",
-                                     "params": params}).encode() + b"\n" for n in range(count)]
-            else:
-                lines = [b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % n for n in range(count)]
-            writer = Flood(raw, lines)
+            writer = Flood(raw, flood_lines(count, events))
             written = writer.wait_blocked()
             blocked = proc_status_kib(raw.process.pid, "VmHWM")
             answers = sum(1 for _ in range(count) if raw.read_line())

@@ -1,7 +1,7 @@
 """The process's life: start, stop, crash and restart, shared data folders, and what it may write.
 
 Every test spawns the real `python -m sidecar` over pipes. Exit deadlines are checked only as
-hang guards (the client's wait timeout); nothing here asserts on timing.
+hang guards (the driver's wait timeout); nothing here asserts on timing.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ from sidecar_dev.capture import (
 )
 from sidecar_dev.driver import SidecarProcess
 from sidecar_dev.harness import (
+    FAST_BACKOFF_BASE_S,
+    FAST_BACKOFF_MAX_S,
+    FAST_RETRIES,
     GUARD_S,
     TEST_KEY,
     numbered,
@@ -50,8 +53,6 @@ from sidecar_dev.harness import (
     wait_until,
 )
 
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 0.2
 RETRY_AFTER_MAX_S = 2.5
 RETRYABLE = (408, 429, 500, 502, 503, 504)
 DROP_REASONS = ("overflow", "rejected", "retries_exhausted", "opt_out")
@@ -61,7 +62,7 @@ CLOCK_SLACK_S = 0.01
 
 
 def backoff_floor(
-    failures: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_MAX_S
+    failures: int, base: float = FAST_BACKOFF_BASE_S, cap: float = FAST_BACKOFF_MAX_S
 ) -> float:
     """The shortest delay the sidecar may wait after `failures` failures in a row."""
     return min(base * 2.0 ** (max(failures, 1) - 1), cap) / 2
@@ -75,8 +76,7 @@ def no_wait(failures: int) -> float:
 def fast_args(*extra: str) -> tuple[str, ...]:
     """Options for a fast series: short backoffs and a short Retry-After cap."""
     return (
-        "--backoff-base", str(BACKOFF_BASE_S), "--backoff-max", str(BACKOFF_MAX_S),
-        "--retry-after-max", str(RETRY_AFTER_MAX_S), *extra,
+        *FAST_RETRIES, "--retry-after-max", str(RETRY_AFTER_MAX_S), *extra,
     )
 
 
@@ -697,7 +697,7 @@ def run_down_hangup(folder: Path, window_s: float = 3.0, spam: bool = True) -> D
             assert proc.stop() == 0, proc.stderr
     finally:
         listener.close()
-    floor = BACKOFF_MAX_S / 2
+    floor = FAST_BACKOFF_MAX_S / 2
     return DownRow(
         scenario="accepts and hangs up (counted retries)",
         window_s=window_s,
@@ -749,12 +749,12 @@ def run_down_closed_port(folder: Path, window_s: float = 3.0, spam: bool = True)
                 assert proc.stop() == 0, proc.stderr
     finally:
         holder.close()
-    floor = BACKOFF_MAX_S / 2 - CLOCK_SLACK_S / 5  # log stamps are whole milliseconds
+    floor = FAST_BACKOFF_MAX_S / 2 - CLOCK_SLACK_S / 5  # log stamps are whole milliseconds
     return DownRow(
         scenario="connection refused (offline, not counted)",
         window_s=window_s,
         attempts=len(times),
-        bound=_attempt_bound(window_s, BACKOFF_MAX_S / 2),
+        bound=_attempt_bound(window_s, FAST_BACKOFF_MAX_S / 2),
         min_gap_s=min(b - a for a, b in itertools.pairwise(times)),
         floor_s=floor,
         queued_after=queued,

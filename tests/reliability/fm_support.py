@@ -9,6 +9,7 @@ needs. Waits are hang guards, never timing assertions.
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import shutil
 import socket
@@ -32,6 +33,16 @@ def unread_sidecar(folder: Path) -> SidecarProcess:
     """An offline sidecar whose answers stay in the pipe until `read_line` asks for each."""
     return SidecarProcess(folder, OFFLINE_HOST, "--max-queue", "1000000", api_key=TEST_KEY,
                           read_ahead=False)
+
+
+def flood_lines(count: int, events_per_call: int) -> list[bytes]:
+    """`count` request lines with ids 0..: pings, or `ph_send_batch` calls of that many
+    invalid (empty) events each."""
+    if not events_per_call:
+        return [b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % n for n in range(count)]
+    params = {"batch": [{}] * events_per_call}
+    return [json.dumps({"jsonrpc": "2.0", "id": n, "method": "ph_send_batch",
+                        "params": params}).encode() + b"\n" for n in range(count)]
 
 
 class Flood(threading.Thread):

@@ -237,7 +237,7 @@ def test_data_folder_and_database_files_are_owner_only(tmp_path: Path, umask: in
         proc = SidecarProcess(data_dir, "http://127.0.0.1:9", api_key=TEST_KEY)
     finally:
         os.umask(old)
-    try:
+    with proc:
         proc.result("ph_send_batch", {"batch": numbered(3, scenario="perm")})
         names = {p.name for p in data_dir.iterdir()}
         assert names >= DATABASE_FILES, names
@@ -245,9 +245,6 @@ def test_data_folder_and_database_files_are_owner_only(tmp_path: Path, umask: in
         for name in names:
             assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
         assert proc.stop() == 0
-    finally:
-        if proc.process.poll() is None:
-            proc.kill()
     assert stat.S_IMODE((data_dir / "telemetry.db").stat().st_mode) == 0o600
 
 
