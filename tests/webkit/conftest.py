@@ -100,12 +100,6 @@ def capture() -> Iterator[CaptureServer]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """The sidecar's data folder (it creates it)."""
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def bridge(capture: CaptureServer, data_dir: Path, page_bundle: Path) -> Iterator[ShellBridge]:
     """The emulated app's Rust side, serving a page configured for this test's capture fake."""
     config = {

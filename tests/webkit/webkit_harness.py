@@ -242,5 +242,13 @@ class Page:
                 found.append(value)
             return bool(value)
 
-        wait_until(holds, what, timeout, explain=lambda: "\n".join(self.call("logs")))
+        wait_until(holds, what, timeout, explain=self.explain)
         return found[-1]
+
+    def explain(self) -> str:
+        """What the capture fake answered and what the page logged, for a failure message."""
+        answers = ", ".join(
+            f"{r.status if r.status is not None else r.outcome.value} ({len(r.events)} events)"
+            for r in self.capture.requests
+        )
+        return "\n".join([f"capture requests: [{answers}]", *self.call("logs")])
