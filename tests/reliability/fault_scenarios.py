@@ -19,7 +19,7 @@ import random
 import string
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,18 +386,24 @@ def status_scenarios(code: int, retry_afters: Sequence[RetryAfter]) -> list[Scen
     return scenarios
 
 
-def run_status_series(code: int, folder: Path, retry_afters: Sequence[RetryAfter]) -> list[Row]:
-    """Every Retry-After variant for one retryable status, in one process."""
+def play_in_one_process(
+    folder: Path, scenarios: Iterable[Scenario], *options: str, **server_options: Any
+) -> list[Row]:
+    """Play `scenarios` in turn against one capture server (`server_options`) and one sidecar
+    (the fast options plus `options`), which must then exit 0; their rows, in order."""
     with (
-        CaptureServer() as server,
-        SidecarProcess(
-            folder, server.url, *fast_args("--max-retries", "1"), api_key=TEST_KEY
-        ) as proc,
+        CaptureServer(**server_options) as server,
+        SidecarProcess(folder, server.url, *fast_args(*options), api_key=TEST_KEY) as proc,
     ):
         series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(s) for s in status_scenarios(code, retry_afters)]
+        rows = [series.play(scenario) for scenario in scenarios]
         assert proc.stop() == 0, proc.stderr
     return rows
+
+
+def run_status_series(code: int, folder: Path, retry_afters: Sequence[RetryAfter]) -> list[Row]:
+    """Every Retry-After variant for one retryable status, in one process."""
+    return play_in_one_process(folder, status_scenarios(code, retry_afters), "--max-retries", "1")
 
 
 def run_status_matrix(
@@ -443,16 +449,7 @@ def other_status_scenarios() -> list[Scenario]:
 
 def run_other_statuses(folder: Path) -> list[Row]:
     """2xx and unexpected statuses in one process."""
-    with (
-        CaptureServer() as server,
-        SidecarProcess(
-            folder, server.url, *fast_args("--max-retries", "1"), api_key=TEST_KEY
-        ) as proc,
-    ):
-        series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(s) for s in other_status_scenarios()]
-        assert proc.stop() == 0, proc.stderr
-    return rows
+    return play_in_one_process(folder, other_status_scenarios(), "--max-retries", "1")
 
 
 # ---- 400: isolating poisoned events --------------------------------------------------------------
@@ -504,14 +501,7 @@ def run_poison(
     folder: Path, cases: Sequence[tuple[int, Sequence[int]]] = POISON_CASES
 ) -> list[Row]:
     """Each poisoned batch in turn, one process."""
-    with (
-        CaptureServer() as server,
-        SidecarProcess(folder, server.url, *fast_args(), api_key=TEST_KEY) as proc,
-    ):
-        series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(poison_scenario(size, pos)) for size, pos in cases]
-        assert proc.stop() == 0, proc.stderr
-    return rows
+    return play_in_one_process(folder, [poison_scenario(size, pos) for size, pos in cases])
 
 
 # ---- 413: mixed sizes against a small body cap ---------------------------------------------------
@@ -554,14 +544,8 @@ def size_scenario(mix: Sequence[str], seed: int) -> Scenario:
 
 def run_sizes(folder: Path) -> list[Row]:
     """Mixed-size batches against a capture server with a small body cap."""
-    with (
-        CaptureServer(max_body_bytes=BODY_CAP) as server,
-        SidecarProcess(folder, server.url, *fast_args(), api_key=TEST_KEY) as proc,
-    ):
-        series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(size_scenario(mix, seed)) for seed, mix in enumerate(MIXES)]
-        assert proc.stop() == 0, proc.stderr
-    return rows
+    scenarios = [size_scenario(mix, seed) for seed, mix in enumerate(MIXES)]
+    return play_in_one_process(folder, scenarios, max_body_bytes=BODY_CAP)
 
 
 # ---- 401/403: holds ------------------------------------------------------------------------------
@@ -587,15 +571,9 @@ def auth_scenarios() -> list[Scenario]:
 
 def run_auth(folder: Path) -> list[Row]:
     """401 and 403, one process with a short hold and no retries allowed."""
-    args = fast_args("--auth-hold", str(AUTH_HOLD_S), "--max-retries", "0")
-    with (
-        CaptureServer() as server,
-        SidecarProcess(folder, server.url, *args, api_key=TEST_KEY) as proc,
-    ):
-        series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(s) for s in auth_scenarios()]
-        assert proc.stop() == 0, proc.stderr
-    return rows
+    return play_in_one_process(
+        folder, auth_scenarios(), "--auth-hold", str(AUTH_HOLD_S), "--max-retries", "0"
+    )
 
 
 # ---- the connection misbehaves ------------------------------------------------------------------
@@ -641,15 +619,10 @@ def connection_scenarios() -> list[Scenario]:
 
 def run_connection(folder: Path) -> list[Row]:
     """Connection faults in one process with a short request timeout."""
-    args = fast_args("--request-timeout", str(REQUEST_TIMEOUT_S), "--max-retries", "1")
-    with (
-        CaptureServer() as server,
-        SidecarProcess(folder, server.url, *args, api_key=TEST_KEY) as proc,
-    ):
-        series = Series(proc, server, cap_s=RETRY_AFTER_MAX_S)
-        rows = [series.play(s) for s in connection_scenarios()]
-        assert proc.stop() == 0, proc.stderr
-    return rows
+    return play_in_one_process(
+        folder, connection_scenarios(), "--request-timeout", str(REQUEST_TIMEOUT_S),
+        "--max-retries", "1",
+    )
 
 
 # ---- the server is down ------------------------------------------------------------------------
