@@ -187,7 +187,7 @@ class _Exchange:
 
     def respond(
         self,
-        head: _Head,
+        method: str,
         status: int,
         body: bytes,
         *,
@@ -195,8 +195,8 @@ class _Exchange:
         headers: Sequence[tuple[str, str]] = (),
         close: bool = False,
     ) -> None:
-        """Send a whole response; ``close`` says the connection ends after it."""
-        bodiless = status in (204, 304) or head.method == "HEAD"
+        """Send a whole response to a ``method`` request; ``close`` ends the connection after it."""
+        bodiless = status in (204, 304) or method == "HEAD"
         given = {name.lower() for name, _ in headers}
         fields = [("Server", SERVER_HEADER), ("Date", formatdate(usegmt=True))]
         if content_type and not bodiless and "content-type" not in given:
@@ -314,7 +314,7 @@ class _Exchange:
             self.respond_unframed(answer.code, data, headers)
             return False
         self.respond(
-            head, answer.code, data, content_type=content_type, headers=headers,
+            head.method, answer.code, data, content_type=content_type, headers=headers,
             close=not body.complete,
         )
         return body.complete
@@ -343,7 +343,7 @@ class _Exchange:
             )
         )
         self.respond(
-            head, result.status, result.body, content_type=result.content_type,
+            head.method, result.status, result.body, content_type=result.content_type,
             close=not body.complete,
         )
         return body.complete
@@ -416,9 +416,8 @@ def serve_connection(sock: socket.socket, context: ServingContext) -> None:
 def _answer_if_possible(exchange: _Exchange, status: int, body: bytes) -> None:
     if exchange.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
-    head = _Head("", "", "", (), None, time.monotonic())
     with contextlib.suppress(OSError, h11.LocalProtocolError):
-        exchange.respond(head, status, body, content_type=TEXT_TYPE, close=True)
+        exchange.respond("", status, body, content_type=TEXT_TYPE, close=True)
 
 
 class Listener:
