@@ -1,5 +1,5 @@
-"""Fixtures shared by every suite: a data folder, spawned sidecars that are always reaped, an
-offline capture port.
+"""Fixtures shared by every suite: the fake capture server, a data folder, spawned sidecars that
+are always reaped, an offline capture port.
 
 This folder is on `sys.path` because this file is here, so tests import `support.*`.
 """
@@ -11,10 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from sidecar_dev.capture import CaptureServer
 from sidecar_dev.driver import SidecarProcess
 from sidecar_dev.harness import free_port, reaping
 
 SpawnSidecar = Callable[..., SidecarProcess]
+
+
+@pytest.fixture
+def capture() -> Iterator[CaptureServer]:
+    """A started fake PostHog capture server on 127.0.0.1; closed (and checked) after the test."""
+    with CaptureServer() as server:
+        yield server
 
 
 @pytest.fixture
