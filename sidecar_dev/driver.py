@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -82,7 +82,7 @@ def sidecar_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
-_EOF = b""  # what the reader queues when stdout closes (a real line always ends in b"\n")
+_EOF = b""  # what the reader queues when stdout closes (a line read is never empty)
 
 
 class SidecarProcess:
@@ -115,14 +115,23 @@ class SidecarProcess:
         """What the stderr file held when `reap` removed it."""
         self.spawned_at = time.monotonic()
         # Opened for appending: the child's writes land at the end whatever we read meanwhile.
-        with self._stderr_path.open("ab") as stderr:
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=sidecar_environment(env),
-            )
+        try:
+            with self._stderr_path.open("ab") as stderr:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    env=sidecar_environment(env),
+                )
+        except BaseException:
+            self._stderr_path.unlink()
+            raise
+        stdin, stdout = self.process.stdin, self.process.stdout
+        if stdin is None or stdout is None:  # never: both are pipes; this tells the type checker
+            raise DriverError("the process was started without pipes")
+        self._stdin: IO[bytes] = stdin
+        self._stdout: IO[bytes] = stdout
         self.raw_stdout: list[bytes] = []
         """Every stdout line read so far, in order (the reader appends; callers only look)."""
         self._lines: queue.Queue[tuple[float, bytes]] = queue.Queue()
@@ -185,10 +194,9 @@ class SidecarProcess:
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes to stdin as they are (blocks while the pipe is full)."""
-        assert self.process.stdin is not None
         try:
-            self.process.stdin.write(data)
-            self.process.stdin.flush()
+            self._stdin.write(data)
+            self._stdin.flush()
         except (OSError, ValueError) as exc:  # a closed pipe, or stdin closed by us
             raise SidecarDied(self._failure(f"stdin refused a write: {exc!r}")) from exc
 
@@ -224,19 +232,16 @@ class SidecarProcess:
 
     def close_stdin(self) -> None:
         """End of input, as when the app exits (nothing happens if it is closed already)."""
-        assert self.process.stdin is not None
         with contextlib.suppress(OSError):
-            self.process.stdin.close()
+            self._stdin.close()
 
     # ---- reading ----------------------------------------------------------------------------
 
     def _read_stdout(self) -> None:
-        stdout = self.process.stdout
-        assert stdout is not None
         while True:
             if not self._read_ahead:
                 self._wanted.acquire()
-            line = stdout.readline()
+            line = self._stdout.readline()
             with self._asked_lock:
                 if line:
                     self.raw_stdout.append(line)
