@@ -177,3 +177,34 @@ def test_snapshot_is_left_to_posthog_js(page: Page) -> None:
 
     received = wait_until_delivered(page, [marker], timeout=20)
     assert snapshot not in arrivals(received)
+
+
+def test_without_a_sidecar_posthog_js_sends_the_events_itself(page: Page) -> None:
+    """A sidecar that cannot be started (not bundled): the hook gives every event back to
+    posthog-js unchanged, posthog-js sends each once to its own host, and the switch is
+    reported once."""
+    started = page.call("startPostHog", "binaries/not-bundled")
+    assert "not allowed" in str(started["startError"])
+    page.call("capture", ["while stopped 1", "while stopped 2"])
+    page.call("scenario")
+    seen = page.call("seen")
+    wanted = {e["uuid"] for e in seen}
+
+    def sent_by_posthog(p: Page) -> list[dict[str, Any]] | None:
+        events = [e for r in p.bridge.own_requests for e in r.events]
+        return events if wanted <= {e["uuid"] for e in events} else None
+
+    sent: list[dict[str, Any]] = page.wait_for(
+        f"posthog-js to send {len(wanted)} events itself", 20, sent_by_posthog
+    )
+    assert Counter(e["uuid"] for e in sent) == Counter(wanted)
+    assert page.call("returned") == seen
+    assert {e["event"] for e in seen} >= {"while stopped 1", "while stopped 2", *SCENARIO_EVENTS}
+    assert page.bridge.spawned == []
+    assert page.capture.requests == []
+    switches = [
+        line
+        for line in page.call("logs")
+        if line.startswith("posthog bridge: the sidecar is stopped")
+    ]
+    assert len(switches) == 1, page.call("logs")

@@ -27,6 +27,15 @@ interface PageConfig {
   sidecarArgs: string[];
 }
 
+/** How `startSidecar` went. */
+interface StartResult {
+  pid: number | null;
+  /** Why the start was refused, or null. */
+  startError: string | null;
+  userAgent: string;
+  webdriver: boolean;
+}
+
 /** An event as a hook saw it, in JSON (the `Date` timestamp as its ISO string). */
 type Recorded = Record<string, unknown> & { uuid: string; event: string };
 
@@ -75,10 +84,15 @@ function built(name: string, call: () => unknown): string {
 }
 
 const webkitPage = {
-  /** Route the IPC to the bridge and start the sidecar through the real plugin-shell API. */
-  async startSidecar(): Promise<{ pid: number | null; userAgent: string; webdriver: boolean }> {
+  /**
+   * Route the IPC to the bridge and start the sidecar through the real plugin-shell API, as
+   * `program` (default: the app's `externalBin` entry). A refused start is returned as
+   * `startError`, as an app would log it and go on.
+   */
+  async startSidecar(program?: string): Promise<StartResult> {
     await installTauriIpc(window.location.origin);
     sidecar = new TelemetrySidecar({
+      ...(program === undefined ? {} : { program }),
       dataDir: config.dataDir,
       host: config.captureHost,
       apiKey: config.token,
@@ -87,13 +101,18 @@ const webkitPage = {
       restart: { initialDelayMs: 50 },
       logger: (message, source) => logs.push(`${source}: ${message}`),
     });
-    await sidecar.start();
-    return { pid: sidecar.pid, userAgent: navigator.userAgent, webdriver: navigator.webdriver };
+    let startError: string | null = null;
+    try {
+      await sidecar.start();
+    } catch (error) {
+      startError = String(error);
+    }
+    return { pid: sidecar.pid, startError, userAgent: navigator.userAgent, webdriver: navigator.webdriver };
   },
 
   /** Start the sidecar, initialise posthog-js as an app would, and connect the two. */
-  async startPostHog(): Promise<{ pid: number | null }> {
-    const { pid } = await webkitPage.startSidecar();
+  async startPostHog(program?: string): Promise<StartResult> {
+    const started = await webkitPage.startSidecar(program);
     posthog.init(config.token, {
       // posthog-js's own requests (only `$snapshot` here) go to the bridge, which records them.
       api_host: window.location.origin,
@@ -112,7 +131,7 @@ const webkitPage = {
     });
     const hooks = posthog.config.before_send;
     posthog.set_config({ before_send: [...(Array.isArray(hooks) ? hooks : []), record(returned)] });
-    return { pid };
+    return started;
   },
 
   /** One event of each kind the issue names; returns the uuids posthog-js gave them. */
