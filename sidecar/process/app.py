@@ -47,10 +47,11 @@ def _make_transport(
 OUTBOUND_BUFFER = 256
 # The writer joins waiting responses into one write up to about this many bytes.
 WRITE_COALESCE_BYTES = 1024 * 1024
-# Concurrent slow calls (ph_flush) a client may have open before reading pauses. Each is a
-# task parked on the sender's state, so the bound is about a runaway client, not cost.
-MAX_SLOW_CALLS = 256
-# `ph_send_batch` lines in progress at once (see `serve_lines`); the reader waits beyond.
+# `BESIDE` lines (ph_flush) a client may have open before reading pauses. Each is a task
+# parked on the sender's state, so the bound is about a runaway client, not cost.
+MAX_BESIDE_LINES = 256
+# `OVERLAPPING` lines (ph_send_batch) in progress at once (see `serve_lines`); the reader
+# waits beyond.
 MAX_OVERLAPPING_LINES = 8
 # Shutdown budget (the contract allows 2 s): calls in flight, then the last responses and
 # the request on the wire, then handing back leases.
@@ -147,7 +148,7 @@ class _LineHandler:
         self._dispatcher = dispatcher
         self._send_out = send_out
         self._calls = calls
-        self._slow_calls = trio.Semaphore(MAX_SLOW_CALLS)
+        self._beside = trio.Semaphore(MAX_BESIDE_LINES)
         self._overlapping = trio.Semaphore(MAX_OVERLAPPING_LINES)
         self._earlier_done = trio.Event()
         self._earlier_done.set()  # no line before the first
@@ -168,7 +169,7 @@ class _LineHandler:
             return
         await self._earlier_done.wait()
         if lane is Lane.BESIDE:
-            await self._slow_calls.acquire()
+            await self._beside.acquire()
             self._calls.start_soon(self._answer_later, parsed, self._send_out.clone())
         else:
             response = await self._dispatcher.respond(parsed)
@@ -192,7 +193,7 @@ class _LineHandler:
                 if response is not None:
                     await out.send(response)
             finally:
-                self._slow_calls.release()
+                self._beside.release()
 
 
 async def write_lines(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -94,18 +95,24 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _positive_int(minimum: int) -> type[int]:
-    class Bounded(int):
-        def __new__(cls, text: str) -> Bounded:
-            try:
-                value = int(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-            if value < minimum:
-                raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
-            return super().__new__(cls, value)
+def _default(field: str) -> Any:
+    """The default of a `Config` field: the one place each option's default is written."""
+    return next(f.default for f in dataclasses.fields(Config) if f.name == field)
 
-    return Bounded
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+        return value
+
+    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -130,18 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the platform's user data folder)")
     add("--host", help="capture host: eu, us or a URL [POSTHOG_HOST] (default: eu)")
     add("--api-key", help="project API key used when a call carries none [POSTHOG_API_KEY]")
-    add("--max-queue", type=_positive_int(1), default=500, help="queue bound (default 500)")
-    add("--batch-size", type=_positive_int(1), default=50, help="events per request (default 50)")
-    add("--max-retries", type=_positive_int(0), default=5,
-        help="retries after the first attempt on server errors (default 5)")
+    add("--max-queue", type=_int_at_least(1), default=_default("max_queue"),
+        help="queue bound, at least 1 (default %(default)s)")
+    add("--batch-size", type=_int_at_least(1), default=_default("batch_size"),
+        help="events per request, at least 1 (default %(default)s)")
+    add("--max-retries", type=_int_at_least(0), default=_default("max_retries"),
+        help="retries after the first attempt on server errors, 0 or more (default %(default)s)")
     add("--log-level", type=str.lower, choices=LOG_LEVELS,
-        help="debug, info, warning or error [TELEMETRY_SIDECAR_LOG_LEVEL] (default info)")
-    add("--backoff-base", type=_positive_float, default=1.0, help="first retry delay, s")
-    add("--backoff-max", type=_positive_float, default=30.0, help="retry delay cap, s")
-    add("--retry-after-max", type=_positive_float, default=3600.0, help="Retry-After cap, s")
-    add("--auth-hold", type=_positive_float, default=600.0,
-        help="how long events are held after a 401/403, s")
-    add("--request-timeout", type=_positive_float, default=30.0, help="HTTP timeout, s")
+        help="debug, info, warning or error [TELEMETRY_SIDECAR_LOG_LEVEL] "
+        f"(default {_default('log_level')})")
+    add("--backoff-base", type=_positive_float, default=_default("backoff_base_s"),
+        help="first retry delay, s (default %(default)s)")
+    add("--backoff-max", type=_positive_float, default=_default("backoff_max_s"),
+        help="retry delay cap, s (default %(default)s)")
+    add("--retry-after-max", type=_positive_float, default=_default("retry_after_max_s"),
+        help="Retry-After cap, s (default %(default)s)")
+    add("--auth-hold", type=_positive_float, default=_default("auth_hold_s"),
+        help="how long events are held after a 401/403, s (default %(default)s)")
+    add("--request-timeout", type=_positive_float, default=_default("request_timeout_s"),
+        help="HTTP timeout, s (default %(default)s)")
     add("--version", action="version", version=f"{APP_NAME} {__version__}")
     return parser
 
@@ -157,7 +171,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
         return value or None
 
     data_dir = pick(args.data_dir, "TELEMETRY_SIDECAR_DATA_DIR")
-    log_level = (pick(args.log_level, "TELEMETRY_SIDECAR_LOG_LEVEL") or "info").lower()
+    log_level = pick(args.log_level, "TELEMETRY_SIDECAR_LOG_LEVEL") or _default("log_level")
+    log_level = log_level.lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"TELEMETRY_SIDECAR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     api_key = pick(args.api_key, "POSTHOG_API_KEY")
@@ -172,9 +187,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
         data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir(APP_NAME, False)),
         host=normalize_host(pick(args.host, "POSTHOG_HOST") or DEFAULT_HOST),
         api_key=api_key,
-        max_queue=int(args.max_queue),
-        batch_size=int(args.batch_size),
-        max_retries=int(args.max_retries),
+        max_queue=args.max_queue,
+        batch_size=args.batch_size,
+        max_retries=args.max_retries,
         log_level=log_level,
         backoff_base_s=backoff_base,
         backoff_max_s=backoff_max,

@@ -3,7 +3,7 @@
 A closed stdin already stops the sidecar when the app exits or crashes, but not when the app kills
 the sidecar's process and keeps its end of the pipe: Tauri's `child.kill()` SIGKILLs the direct
 child only, and the direct child of a PyInstaller one-file binary is the bootloader, which runs
-this Python program as *its* child. Two ways to notice the parent's death:
+this Python program as *its* child. Three ways to notice the parent's death:
 
 - Linux, parent is the one-file bootloader: `prctl(PR_SET_PDEATHSIG, SIGTERM)`. The kernel sends
   SIGTERM when the parent dies, and the app's signal watcher turns it into the usual clean stop.

@@ -1,7 +1,7 @@
 """Validate and normalise one PostHog event: pure functions, no I/O, no module state.
 
-`normalize_event` implements the event contract in DESIGN.md. Besides that contract, it makes
-these decisions:
+`normalize_batch` implements the event contract (README.md, "Protocol", `ph_send_batch`).
+Besides that contract, it makes these decisions:
 
 - ``null`` counts as absent: a null ``distinct_id`` falls back to ``properties.distinct_id``, and
   a null ``properties``, ``uuid`` or ``timestamp`` is treated as if the key were missing.
@@ -38,8 +38,6 @@ import json
 import math
 import os
 import re
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,13 +73,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 # Largest orjson text taken without asking the standard library. The standard library's text
 # can be longer: it writes a float in at most one byte more than orjson (1e-07 for 1e-7), and a
 # float takes at least four bytes of the text with its separator, so up to 4/5 of the limit its
-# text would fit too. Bigger events are rare; the standard path decides them, so an event is
-# accepted or rejected for its size exactly as before.
+# text would fit too. Bigger events are rare; the standard path decides them, so an event's
+# size is judged on the standard library's text whichever path writes it.
 _FAST_MAX_BYTES = MAX_EVENT_BYTES // 2
 
 # What browsers (`Date.prototype.toISOString()`) and most SDKs write: UTC with milliseconds or
 # microseconds. Such a timestamp is already canonical but for its fraction's width, so it is
-# only checked, not parsed, converted and formatted again (5.4 -> 2.0 us an event).
+# only checked, not parsed, converted and formatted again.
 _UTC_TIMESTAMP_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.([0-9]{3}|[0-9]{6}))?(?:Z|\+00:00)",
     re.ASCII,
@@ -96,29 +94,20 @@ class EventError(ValueError):
     """An event that breaks the contract; str(exc) is the reason sent back to the app."""
 
 
-def normalize_event(raw: object, *, now: datetime, lib_version: str) -> str:
-    """Validate one event and return its normalised JSON text.
-
-    The text is compact (``separators=(",", ":")``, ``ensure_ascii=False``), ready to store and
-    to splice into a ``/batch/`` body; usually orjson's, whose floats can read differently from
-    ``repr`` (``1e-7``, ``0.00001``) with the same value (see `sidecar.wire.fastjson`). Raises
-    `EventError` with a short human reason when the event breaks the contract (see the module
-    docstring). `now` must be timezone-aware (a naive
-    one is a caller bug and raises plain `ValueError`); it stamps events without a timestamp
-    and the UUIDv7 of events without a uuid. The caller's dicts are never modified.
-    """
-    now = _as_utc(now)
-    return _normalize(raw, _format_timestamp(now), _UuidSource(now, 1), lib_version)
-
-
 def normalize_batch(
     raws: Sequence[object], *, now: datetime, lib_version: str
 ) -> tuple[list[str], list[tuple[int, str]]]:
-    """`normalize_event` over a batch: the normalised texts of the valid events, in order, and
-    `(index, reason)` for each invalid one.
+    """Validate a batch of events: the normalised JSON texts of the valid ones, in order, and
+    `(index, reason)` for each invalid one, its reason a short human text (see the module
+    docstring).
 
-    Work shared by the batch (the timestamp text for `now`, the random bits for new UUIDs)
-    is done once, which is most of the cost of small events.
+    Each text is compact (``separators=(",", ":")``, ``ensure_ascii=False``), ready to store and
+    to splice into a ``/batch/`` body; usually orjson's, whose floats can read differently from
+    ``repr`` (``1e-7``, ``0.00001``) with the same value (see `sidecar.wire.fastjson`). `now` must
+    be timezone-aware (a naive one is a caller bug and raises plain `ValueError`); it stamps
+    events without a timestamp and the UUIDv7 of events without a uuid. The caller's dicts are
+    never modified. Work shared by the batch (the timestamp text for `now`, the random bits for
+    new UUIDs) is done once, which is most of the cost of small events.
     """
     now = _as_utc(now)
     stamp = _format_timestamp(now)
@@ -187,25 +176,11 @@ def _normalize(raw: object, stamp: str, uuids: _UuidSource, lib_version: str) ->
     return _serialize(event)
 
 
-def uuid7(now: datetime | None = None, rand: Callable[[int], bytes] = os.urandom) -> uuid.UUID:
-    """RFC 9562 UUIDv7: 48-bit unix ms timestamp, version 7, variant 10, random rest.
-
-    `now` (timezone-aware; default: the system clock) gives the timestamp, truncated to the
-    millisecond; `rand(10)` supplies the 74 random bits. The random bits carry no counter, so UUIDs
-    made within one millisecond are unordered among themselves; across milliseconds they sort
-    by time. Raises `ValueError` for a naive `now` or one before 1970.
-    """
-    if now is None:
-        ms = time.time_ns() // 1_000_000
-    else:
-        if now.utcoffset() is None:
-            raise ValueError("now must be timezone-aware")
-        ms = (now - _UNIX_EPOCH) // _ONE_MS
-    return uuid.UUID(int=_uuid7_int(ms, rand))
-
-
 def _uuid7_int(ms: int, rand: Callable[[int], bytes]) -> int:
-    """Return the 128-bit integer of a UUIDv7 for unix time `ms` with random bits from `rand`."""
+    """The 128-bit integer of an RFC 9562 UUIDv7 for unix time `ms`: 48-bit millisecond
+    timestamp, version 7, variant 10, and 74 random bits from `rand(10)`. The random bits carry
+    no counter, so UUIDs made within one millisecond are unordered among themselves; across
+    milliseconds they sort by time. Raises `ValueError` for a time before 1970."""
     if not 0 <= ms < 1 << 48:
         raise ValueError("time outside the UUIDv7 range")
     random_bytes = rand(_UUID7_RANDOM_BYTES)

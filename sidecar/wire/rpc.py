@@ -184,11 +184,6 @@ class Parsed:
 
     body: dict[str, Any] | list[Any]
 
-    @property
-    def is_batch(self) -> bool:
-        """Whether the line was a JSON array."""
-        return isinstance(self.body, list)
-
     def method_names(self) -> set[str]:
         """The methods this line calls, as far as they can be read."""
         items = self.body if isinstance(self.body, list) else [self.body]

@@ -240,10 +240,10 @@ async def test_random_byte_stream_gets_one_answer_per_owed_line(lines, data, tmp
 async def test_lone_surrogates_and_long_integers_get_exactly_what_they_are_owed_in_process(
     tmp_path: Path,
 ) -> None:
-    """A lone surrogate in any string parameter is -32602 naming it (api_key included, which
-    answered -32603) or rejects its event alone; an integer past the conversion limit anywhere
-    is answered by the request's id (it was -32700 with id null): a result where a number may
-    be, -32602 naming the param where not. The queue grows by exactly what is accepted."""
+    """A lone surrogate in any string parameter is -32602 naming it (api_key included) or
+    rejects its event alone; an integer past the conversion limit anywhere is answered by the
+    request's id: a result where a number may be, -32602 naming the param where not, -32600 in
+    the envelope. The queue grows by exactly what is accepted."""
     async with InProcess(tmp_path / "data") as sidecar:
         for case in exact_cases():
             before = await sidecar.depth()
@@ -427,8 +427,8 @@ def test_flood_without_reading_stays_bounded_then_all_answered(
 
 
 def test_jsonrpc_batch_over_the_cap_is_refused_whole(tmp_path: Path) -> None:
-    """A 2 MB line holding a JSON-RPC batch of 1,000,000 junk members gets one -32600 (it used
-    to build a 115 MB answer, peak +620 MB, with the loop stalled 15 s); 32 members still run."""
+    """A 2 MB line holding a JSON-RPC batch of 1,000,000 junk members gets one -32600, with
+    memory growing less than 64 MiB; a batch of 32 members still runs."""
     with SidecarProcess(tmp_path / "data", "http://127.0.0.1:9", api_key=TEST_KEY) as proc:
         base = proc_status_kib(proc.process.pid, "VmHWM")
         proc.send_raw(b"[" + b",".join([b"0"] * 1_000_000) + b"]\n")
@@ -446,7 +446,7 @@ def test_jsonrpc_batch_over_the_cap_is_refused_whole(tmp_path: Path) -> None:
 
 def test_distinct_api_keys_do_not_grow_memory(tmp_path: Path) -> None:
     """Calls naming ever new api keys leave memory flat: keys over 256 characters get -32602,
-    and the log masker keeps only the most recent keys (each 64 KiB key used to stay for good)."""
+    and the log masker keeps only the most recent keys."""
     with SidecarProcess(tmp_path / "data", "http://127.0.0.1:9", api_key=TEST_KEY) as proc:
         assert proc.call("ping")["result"]
         base = proc_status_kib(proc.process.pid, "VmRSS")

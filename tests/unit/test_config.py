@@ -11,7 +11,14 @@ import platformdirs
 import pytest
 
 from sidecar import __version__
-from sidecar.process.config import Config, ConfigError, mask_key, normalize_host, parse_config
+from sidecar.process.config import (
+    Config,
+    ConfigError,
+    build_parser,
+    mask_key,
+    normalize_host,
+    parse_config,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_NAMES = (
@@ -179,6 +186,27 @@ def test_numeric_options() -> None:
     assert type(config.max_queue) is int
 
 
+def test_options_left_out_take_the_config_defaults() -> None:
+    """Every option's default is the `Config` field's own: nothing given, the parsed Config
+    equals a Config built with only the required fields."""
+    config = parse("--data-dir", "/tmp/x")
+    assert config == Config(data_dir=Path("/tmp/x"), host="https://eu.i.posthog.com")
+
+
+def test_help_shows_the_config_defaults() -> None:
+    """`--help` states each default as Config holds it."""
+    text = " ".join(build_parser().format_help().split())
+    defaults = Config(data_dir=Path(), host="")
+    for option, value in [
+        ("at least 1 (default", defaults.max_queue),
+        ("request, at least 1 (default", defaults.batch_size),
+        ("0 or more (default", defaults.max_retries),
+        ("[TELEMETRY_SIDECAR_LOG_LEVEL] (default", defaults.log_level),
+        ("401/403, s (default", defaults.auth_hold_s),
+    ]:
+        assert f"{option} {value})" in text, option
+
+
 # --- bad values -----------------------------------------------------------------------------
 
 
@@ -191,6 +219,7 @@ def test_numeric_options() -> None:
         ["--batch-size", "0"],
         ["--batch-size", "2.5"],
         ["--max-retries", "-1"],
+        ["--max-retries", "1.5"],
         ["--unknown-option"],
         ["--log-level", "loud"],
         ["--backoff-base", "0"],

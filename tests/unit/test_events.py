@@ -14,16 +14,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.events import normalize_event
 
 from sidecar.wire import events as events_module
-from sidecar.wire.events import (
-    MAX_EVENT_BYTES,
-    EventError,
-    is_unicode_text,
-    normalize_batch,
-    normalize_event,
-    uuid7,
-)
+from sidecar.wire.events import MAX_EVENT_BYTES, EventError, is_unicode_text, normalize_batch
 from sidecar.wire.stdjson import LongInt
 from sidecar.wire.stdjson import loads as long_loads
 
@@ -549,9 +543,17 @@ def test_non_json_value_is_rejected(value: object) -> None:
 # --- uuid7 ---------------------------------------------------------------------------------
 
 
+def assigned_uuid(now: datetime) -> uuid.UUID:
+    """The uuid the sidecar gives an event sent without one at `now`."""
+    bodies, rejected = normalize_batch([{"event": "e", "distinct_id": "d"}], now=now,
+                                       lib_version=LIB_VERSION)
+    assert rejected == []
+    return uuid.UUID(json.loads(bodies[0])["uuid"])
+
+
 def test_uuid7_layout() -> None:
-    """Version nibble is 7, variant bits are 10, and the top 48 bits are `now` in unix ms."""
-    value = uuid7(NOW)
+    """An assigned uuid is an RFC 9562 UUIDv7: version 7, variant 10, unix ms in the top 48."""
+    value = assigned_uuid(NOW)
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
     assert (value.int >> 62) & 0b11 == 0b10
@@ -561,8 +563,8 @@ def test_uuid7_layout() -> None:
 
 def test_uuid7_random_bits_come_from_rand() -> None:
     """The 74 non-fixed bits are taken from rand(10); version and variant override the rest."""
-    ones = uuid7(NOW, rand=lambda n: b"\xff" * n)
-    zeros = uuid7(NOW, rand=lambda n: b"\x00" * n)
+    ones = uuid.UUID(int=events_module._uuid7_int(NOW_MS, lambda n: b"\xff" * n))
+    zeros = uuid.UUID(int=events_module._uuid7_int(NOW_MS, lambda n: b"\x00" * n))
     ms_hex = f"{NOW_MS:012x}"
     assert str(ones) == f"{ms_hex[:8]}-{ms_hex[8:]}-7fff-bfff-ffffffffffff"
     assert str(zeros) == f"{ms_hex[:8]}-{ms_hex[8:]}-7000-8000-000000000000"
@@ -571,34 +573,35 @@ def test_uuid7_random_bits_come_from_rand() -> None:
 def test_uuid7_truncates_to_the_millisecond() -> None:
     """Microseconds within one millisecond do not change the timestamp bits."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    assert uuid7(start).int >> 80 == uuid7(start + timedelta(microseconds=999)).int >> 80
-    assert uuid7(start + timedelta(milliseconds=1)).int >> 80 == (uuid7(start).int >> 80) + 1
+    assert assigned_uuid(start).int >> 80 == (
+        assigned_uuid(start + timedelta(microseconds=999)).int >> 80
+    )
+    assert assigned_uuid(start + timedelta(milliseconds=1)).int >> 80 == (
+        (assigned_uuid(start).int >> 80) + 1
+    )
 
 
 def test_uuid7_handles_non_utc_zones() -> None:
     """The timestamp bits depend on the instant, not on the zone it is expressed in."""
-    assert uuid7(NOW.astimezone(timezone(timedelta(hours=-8)))).int >> 80 == uuid7(NOW).int >> 80
+    west = NOW.astimezone(timezone(timedelta(hours=-8)))
+    assert assigned_uuid(west).int >> 80 == assigned_uuid(NOW).int >> 80
 
 
 def test_uuid7_sorts_by_time_across_milliseconds() -> None:
     """UUIDs made at increasing milliseconds sort in time order, as text and as integers."""
     times = [NOW + timedelta(milliseconds=i) for i in range(500)]
-    values = [uuid7(moment) for moment in times]
+    values = [assigned_uuid(moment) for moment in times]
     assert values == sorted(values)
     assert [str(v) for v in values] == sorted(str(v) for v in values)
 
 
-def test_uuid7_default_clock_is_now() -> None:
-    """Without `now`, the timestamp comes from the system clock."""
-    before = int(datetime.now(UTC).timestamp() * 1000)
-    value = uuid7()
-    after = int(datetime.now(UTC).timestamp() * 1000)
-    assert before - 1 <= value.int >> 80 <= after + 1
-
-
 def test_uuid7_values_are_unique() -> None:
-    """Many UUIDs at one instant are all different (74 random bits)."""
-    assert len({uuid7(NOW) for _ in range(10_000)}) == 10_000
+    """Many UUIDs assigned at one instant, in one batch and across batches, all differ."""
+    bodies, _ = normalize_batch([{"event": "e", "distinct_id": "d"}] * 10_000, now=NOW,
+                                lib_version=LIB_VERSION)
+    values = {json.loads(body)["uuid"] for body in bodies}
+    values |= {str(assigned_uuid(NOW)) for _ in range(100)}
+    assert len(values) == 10_100
 
 
 @pytest.mark.parametrize(
@@ -607,13 +610,13 @@ def test_uuid7_values_are_unique() -> None:
 def test_uuid7_rejects_naive_or_pre_epoch_now(now: datetime) -> None:
     """A naive `now` or one before 1970 cannot be encoded and raises ValueError."""
     with pytest.raises(ValueError, match=r"timezone-aware|range"):
-        uuid7(now)
+        assigned_uuid(now)
 
 
 def test_uuid7_rejects_short_random_input() -> None:
     """A rand that returns too few bytes is an error, not a silently weaker UUID."""
     with pytest.raises(ValueError, match="returned 4 bytes"):
-        uuid7(NOW, rand=lambda n: b"\x00" * 4)
+        events_module._uuid7_int(NOW_MS, lambda n: b"\x00" * 4)
 
 
 # --- properties (hypothesis) -----------------------------------------------------------------

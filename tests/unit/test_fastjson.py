@@ -21,9 +21,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.events import normalize_event
 
 from sidecar.wire import events, fastjson
-from sidecar.wire.events import MAX_EVENT_BYTES, EventError, normalize_batch, normalize_event
+from sidecar.wire.events import MAX_EVENT_BYTES, EventError, normalize_batch
 from sidecar.wire.rpc import Parsed, parse_line
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -31,7 +32,7 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 @contextmanager
 def stdlib_only() -> Iterator[None]:
-    """Run with the fast paths declining everything: the code as it was before them."""
+    """Run with the fast paths declining everything: the standard library path alone."""
     with (
         mock.patch.object(fastjson, "loads", side_effect=fastjson.Declined),
         mock.patch.object(fastjson, "dumps", side_effect=fastjson.Declined),
@@ -68,7 +69,7 @@ def parse_outcome(frame: bytes) -> tuple[str, object]:
     return ("parsed", shape(result.body))
 
 
-def assert_parses_as_before(frame: bytes) -> tuple[str, object]:
+def assert_parses_as_stdlib(frame: bytes) -> tuple[str, object]:
     """`parse_line(frame)` with the fast path gives what it gives without; returns that."""
     fast = parse_outcome(frame)
     with stdlib_only():
@@ -175,7 +176,7 @@ def frames(draw: st.DrawFn) -> bytes:
 def test_parse_line_fast_path_matches_stdlib(frame: bytes) -> None:
     """For any line, hostile or not, parse_line gives the same error bytes or the same body
     (types, key order and float signs included) with the orjson fast path as without it."""
-    assert_parses_as_before(frame)
+    assert_parses_as_stdlib(frame)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def test_parse_line_numbers_keep_their_exact_value_and_type(literal: str, value:
     """Big integers stay exact ints, 1e400 stays the float inf json gives, -0.0 keeps its sign,
     exponent forms are floats: as the standard library has it."""
     frame = b'{"jsonrpc":"2.0","method":"m","params":[' + literal.encode() + b'],"id":1}'
-    outcome = assert_parses_as_before(frame)
+    outcome = assert_parses_as_stdlib(frame)
     assert outcome[0] == "parsed"
     result = parse_line(frame)
     assert isinstance(result, Parsed) and isinstance(result.body, dict)
@@ -231,7 +232,7 @@ def test_parse_line_numbers_keep_their_exact_value_and_type(literal: str, value:
 def test_parse_line_edge_cases_match_stdlib(frame: bytes) -> None:
     """Duplicate keys, NUL and non-BMP text, escaped lone surrogates, JSON whitespace, a trailing
     CR or LF, a BOM, NaN, bad UTF-8, brackets in strings: the same as without the fast path."""
-    assert_parses_as_before(frame)
+    assert_parses_as_stdlib(frame)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 100, 499, 500, 501, 900, 1000, 1023, 1024, 1025, 5000])
@@ -243,7 +244,7 @@ def test_parse_line_deep_nesting_matches_stdlib(depth: int, shape_: str) -> None
         frame = b"[" * depth + b"1" + b"]" * depth
     else:
         frame = b'{"a":' * depth + b"1" + b"}" * depth
-    assert_parses_as_before(frame)
+    assert_parses_as_stdlib(frame)
 
 
 def test_parse_fast_path_declines_what_orjson_would_get_wrong() -> None:
@@ -361,7 +362,7 @@ def floats_in(value: object) -> int:
     return count
 
 
-def assert_serializes_as_before(event: dict[str, Any]) -> Any:
+def assert_serializes_as_stdlib(event: dict[str, Any]) -> Any:
     """`_serialize` gives what the standard library path gives, up to float spelling."""
     fast = serialize_outcome(events._serialize, event)
     slow = serialize_outcome(events._serialize_stdlib, event)
@@ -393,7 +394,7 @@ def test_serialize_fast_path_matches_stdlib(event: dict[str, Any]) -> None:
     """For any dict, NaN, Infinity, lone surrogates, huge ints and Python objects included,
     _serialize rejects it with the same reason as the standard library path or writes JSON of
     the same value (identical bytes when it holds no float)."""
-    assert_serializes_as_before(event)
+    assert_serializes_as_stdlib(event)
 
 
 @pytest.mark.parametrize(
@@ -410,14 +411,14 @@ def test_serialize_fast_path_matches_stdlib(event: dict[str, Any]) -> None:
         ({"set"}, "event contains a value that is not JSON"),
     ],
 )
-def test_normalize_event_rejects_what_it_rejected_before(value: object, reason: str) -> None:
+def test_normalize_event_rejects_what_the_stdlib_path_rejects(value: object, reason: str) -> None:
     """NaN/Infinity (which orjson would write as null), lone surrogates and Python objects that
     orjson would encode are rejected with today's reason."""
     raw = {"event": "e", "distinct_id": "u", "properties": {"v": value}}
     with pytest.raises(EventError) as info:
         normalize_event(raw, now=NOW, lib_version="1")
     assert str(info.value) == reason
-    assert_serializes_as_before({"v": value})
+    assert_serializes_as_stdlib({"v": value})
 
 
 def test_infinity_from_a_request_line_is_still_rejected() -> None:
@@ -447,26 +448,26 @@ def test_infinity_from_a_request_line_is_still_rejected() -> None:
         -0.0,
     ],
 )
-def test_values_orjson_refuses_or_spells_differently_are_written_as_before(value: object) -> None:
+def test_values_orjson_refuses_or_spells_differently_are_written_as_stdlib(value: object) -> None:
     """Ints past 64 bits, enum and str subclasses, dict subclasses, tuples, non-string keys,
     floats: the same JSON value as the standard library writes (its very text, but for floats)."""
     event = {"event": "e", "distinct_id": "u", "properties": {"v": value}}
     text = normalize_event(event, now=NOW, lib_version="1")
     with stdlib_only():
-        before = normalize_event(event, now=NOW, lib_version="1")
+        reference = normalize_event(event, now=NOW, lib_version="1")
     assert shape(json.loads(text)["properties"]["v"]) == shape(
-        json.loads(before)["properties"]["v"]
+        json.loads(reference)["properties"]["v"]
     )
 
 
 @pytest.mark.parametrize("depth", [1, 63, 64, 65, 254, 255, 256, 900, 5000])
-def test_deep_events_are_handled_as_before(depth: int) -> None:
+def test_deep_events_are_handled_as_on_the_stdlib_path(depth: int) -> None:
     """Nesting at and past the fast path's depth, orjson's (254) and the recursion limit: the
     same text, or the same 'nested too deeply' rejection."""
     value: object = 1
     for _ in range(depth):
         value = [value]
-    assert_serializes_as_before({"v": value})
+    assert_serializes_as_stdlib({"v": value})
 
 
 def test_output_is_compact_ordered_and_raw_utf8() -> None:
@@ -501,7 +502,7 @@ def test_size_limit_is_exact() -> None:
 
 def test_float_spelling_cannot_move_an_event_across_the_size_limit() -> None:
     """An event whose orjson text fits but whose standard library text does not (1e-07 is one
-    byte longer than 1e-7) is rejected as before, with the standard library's size."""
+    byte longer than 1e-7) is rejected as on the standard library path, by that path's size."""
     event = {"f": [1e-07] * (MAX_EVENT_BYTES // 5 - 10)}
     stdlib_size = len(json.dumps(event, separators=(",", ":")))
     assert len(orjson.dumps(event)) <= MAX_EVENT_BYTES < stdlib_size

@@ -143,14 +143,12 @@ def notif(method: str, params: object = None) -> dict[str, Any]:
 
 
 def test_parse_valid_object_and_batch() -> None:
-    """A JSON object or a non-empty array is returned as Parsed, batch flag set right."""
+    """A JSON object or a non-empty array is returned as Parsed, holding the decoded line."""
     single = parse_line(b'{"jsonrpc":"2.0","method":"add","id":1}')
     assert isinstance(single, Parsed)
     assert single.body == {"jsonrpc": "2.0", "method": "add", "id": 1}
-    assert not single.is_batch
     batch = parse_line(b'[{"jsonrpc":"2.0","method":"add","id":1}, 5]')
     assert isinstance(batch, Parsed)
-    assert batch.is_batch
     assert batch.body == [{"jsonrpc": "2.0", "method": "add", "id": 1}, 5]
 
 

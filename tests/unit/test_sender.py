@@ -45,12 +45,12 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from support.events import normalize_event
 
 from sidecar.delivery.sender import Sender, WaitReason
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import Store, StoreStatus
-from sidecar.wire.events import normalize_event
 
 T = TypeVar("T")
 
