@@ -1,5 +1,6 @@
 """Fixtures of the WebKit suite: one X display, page bundle and browser session for the run;
-a capture fake, a shell bridge and a freshly loaded page for each test.
+a shell bridge and a freshly loaded page for each test (with tests/conftest.py's capture fake
+and data folder).
 
 Without WebKitGTK or Xvfb the suite is skipped with the command that installs them, except under
 CI (`CI` set), where a missing engine fails the run rather than hide behind a skip.
@@ -87,16 +88,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"WebKit suite: {times['suite_s']:.1f} s wall time, "
             f"browser session started in {times['session_start_s']:.2f} s"
         )
-
-
-@pytest.fixture
-def capture() -> Iterator[CaptureServer]:
-    """A started fake PostHog capture server on 127.0.0.1; closed (and checked) after the test."""
-    server = CaptureServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
