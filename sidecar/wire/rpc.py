@@ -49,9 +49,8 @@ ERROR_PARSE_ERROR = -32700
 ERROR_INVALID_REQUEST = -32600
 ERROR_STORAGE_UNAVAILABLE = -32001
 # Requests in one JSON-RPC batch line. Each member may be a ph_send_batch whose answer lists up
-# to 10,000 rejections (about 0.5 MB of JSON, several times that while built), and a batch is
-# answered in one line, so the bound keeps one line's answer, and the time the loop spends
-# building it, small.
+# to 10,000 rejections, and a batch is answered in one line: the bound keeps that line, and
+# the time the loop spends building it, small.
 MAX_BATCH_REQUESTS = 32
 _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
 
@@ -59,8 +58,9 @@ _REQUEST_KEYS = frozenset({"jsonrpc", "method", "params", "id"})
 class Lane(enum.Enum):
     """How a line is ordered against the lines before and after it.
 
-    Whatever the lane, the queue sees the lines' writes, and the app sees their answers, in
-    the order the lines came, except that a `BESIDE` line is answered when it is done.
+    The queue sees the lines' writes, and the app sees their answers, in the order the lines
+    came, except for a `BESIDE` line: its writes and its answer may come after those of the
+    lines that follow it.
     """
 
     IN_ORDER = "in order"
