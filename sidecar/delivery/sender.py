@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from sidecar.delivery.httpclient import Endpoint
 
-__all__ = ["Batch", "Clock", "Sender", "SystemClock", "WaitReason"]
+__all__ = ["Batch", "Clock", "Sender", "SystemClock"]
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,13 @@ class LeaseWatch:
             foreign = False
         self.check_at = self._clock.now() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
 
-    async def recover_if_due(self, now: float) -> None:
-        """Take back the leases of dead processes once the check is due; raises
-        StorageUnavailable."""
-        if now >= self.check_at:
-            self.check_at = math.inf
-            freed = await self._store.run(lambda store: store.recover_leases())
-            if freed:
-                log.info("took back %d events leased by a process that is gone", freed)
+    async def recover(self) -> None:
+        """The check is due (`check_at` has passed): take back the leases of processes that are
+        gone; raises StorageUnavailable."""
+        self.check_at = math.inf
+        freed = await self._store.run(lambda store: store.recover_leases())
+        if freed:
+            log.info("took back %d events leased by a process that is gone", freed)
 
 
 class HandBacks:
@@ -197,13 +196,13 @@ class LazyEndpoint:
         self._make_transport = make_transport
         self._endpoint: Endpoint | None = None
 
-    async def post(self, body: bytes, timeout: float) -> Answer:  # noqa: ASYNC109
-        """One attempt: the answer, or the transport failure that came instead."""
+    def get(self) -> Endpoint:
+        """The endpoint, made now if this is the first send."""
         if self._endpoint is None:
             from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see the class
 
             self._endpoint = Endpoint(self._url, self._make_transport())
-        return await self._endpoint.post(body, timeout)
+        return self._endpoint
 
     async def aclose(self) -> None:
         """Close the transport (and its connections), if one was made."""
@@ -231,15 +230,17 @@ class Sender:
         *,
         rng: random.Random | None = None,
         clock: Clock | None = None,
+        flush: FlushState | None = None,
     ) -> None:
-        """Set up an idle sender; nothing runs until `run` is started in a nursery."""
+        """Set up an idle sender; nothing runs until `run` is started in a nursery. The jitter
+        source, the clock and the flush state may be given (tests read the latter)."""
         self._config = config
         self._store = store
         self._rules = rules_from(config)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock: Clock = clock or SystemClock()
         self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_transport)
-        self._flush = FlushState()
+        self._flush = flush or FlushState()
         self._holds = Holds()
         self._leases = LeaseWatch(store, self._clock)
         self._hand_backs = HandBacks(store)
@@ -251,16 +252,6 @@ class Sender:
         self._in_flight: trio.Event | None = None
 
     # ---- called from the methods -----------------------------------------------------------------
-
-    @property
-    def delivered(self) -> int:
-        """Events delivered by this process."""
-        return self._flush.delivered
-
-    @property
-    def wait_reason(self) -> WaitReason | None:
-        """Why the sender waits before its next attempt, or None."""
-        return self._flush.wait_reason
 
     def wake(self) -> None:
         """New events are queued: stop waiting for work (a backoff still runs its course)."""
@@ -336,7 +327,8 @@ class Sender:
         """Delete a delivered batch (if any) and lease the next one (of a key not held): one
         transaction, one trip to the store's thread, where the next body is compressed too."""
         now = self._clock.now()
-        await self._leases.recover_if_due(now)
+        if now >= self._leases.check_at:
+            await self._leases.recover()
         held = self._holds.current(now)
         done = delivered.claim.ids if delivered else []
         size, max_bytes = self._config.batch_size, self._config.max_batch_bytes
@@ -423,7 +415,7 @@ class Sender:
         if draft is None:  # a part of a split batch: compressed here, it is rare
             draft = BodyDraft(api_key, [e.body for e in events])
         body = draft.finish(self._clock.wall())
-        return await self._endpoint.post(body, self._config.request_timeout_s)
+        return await self._endpoint.get().post(body, self._config.request_timeout_s)
 
     async def _carry_out(
         self,

@@ -28,18 +28,12 @@ class AsyncStore:
         """Nothing is opened until `open` or the first call."""
         self.path = path
         self.quarantined: Path | None = None
-        self.open_error: str | None = None
         self._store: Store | None = None
         self._limiter = trio.CapacityLimiter(1)
 
     def _ensure_open(self) -> Store:
         if self._store is None:
-            try:
-                self._store, aside = open_store(self.path)
-            except StorageUnavailable as exc:
-                self.open_error = str(exc)
-                raise
-            self.open_error = None
+            self._store, aside = open_store(self.path)
             if aside is not None:
                 self.quarantined = aside
         return self._store

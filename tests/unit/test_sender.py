@@ -47,7 +47,8 @@ import trio
 import trio.testing
 from support.events import normalize_event
 
-from sidecar.delivery.sender import Sender, WaitReason
+from sidecar.delivery.flush import FlushState, WaitReason
+from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import Store, StoreStatus
@@ -209,12 +210,13 @@ class Rig:
 
     def __init__(
         self, config: Config, store: AsyncStore, sender: Sender, capture: FakeCapture,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery, *, flush: FlushState,
     ) -> None:
         """Hold the parts; the sender does not run until `start`."""
         self.config = config
         self.store = store
         self.sender = sender
+        self.flush_state = flush
         self.capture = capture
         self.nursery = nursery
         self.stopping = trio.Event()
@@ -292,10 +294,12 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
     try:
         with trio.fail_after(GUARD_S):
             async with transport, trio.open_nursery() as n:
+                flush = FlushState()
                 sender = Sender(
-                    config, store, lambda: transport, rng=random.Random(SEED), clock=VirtualClock()
+                    config, store, lambda: transport, rng=random.Random(SEED),
+                    clock=VirtualClock(), flush=flush,
                 )
-                yield Rig(config, store, sender, capture, n)
+                yield Rig(config, store, sender, capture, n, flush=flush)
                 n.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -349,7 +353,7 @@ async def test_2xx_deletes_the_events_and_counts_them_delivered(
     assert seen.events == stored
     assert seen.labels == ["A0", "A1", "A2", "A3", "A4"]
     assert seen.sent_at == wall_text(seen.at)
-    assert rig.sender.delivered == 5
+    assert rig.flush_state.delivered == 5
     assert status_after.queued == 0
     assert status_after.delivered == 5
     assert status_after.dropped == {
@@ -472,7 +476,7 @@ async def test_connection_failures_retry_forever_with_capped_backoff(
         await rig.start()
         await capture.wait_for(failures)
         await settle()
-        assert rig.sender.wait_reason is WaitReason.OFFLINE
+        assert rig.flush_state.wait_reason is WaitReason.OFFLINE
         while_offline = await rig.status()
         rows_offline = rig.rows()
         await capture.wait_for(failures + 1)
@@ -779,7 +783,7 @@ async def test_flush_cuts_an_offline_wait_short(
         await rig.start()
         await capture.wait_for(failures)
         await settle()
-        assert rig.sender.wait_reason is WaitReason.OFFLINE
+        assert rig.flush_state.wait_reason is WaitReason.OFFLINE
         wait = rig.sender.next_attempt_in()
         assert wait is not None
         assert wait >= nominal(rig.config, failures) / 2 - EPS
@@ -829,7 +833,7 @@ async def test_flush_never_sends_before_a_server_backoff_ends(
         await rig.start()
         await capture.wait_for(1)
         await settle()
-        assert rig.sender.wait_reason is WaitReason.BACKOFF
+        assert rig.flush_state.wait_reason is WaitReason.BACKOFF
         wait = rig.sender.next_attempt_in()
         assert wait is not None
         assert wait > 0
