@@ -80,6 +80,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class RefusingPort:
+    """A loopback port bound but never listening: connections to it are refused while it is
+    held, and no other process can take it meanwhile; `close` frees it for a server."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        """Let the port go (closing twice is harmless)."""
+        self._sock.close()
+
+    def __enter__(self) -> RefusingPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def proc_status_kib(pid: int, field: str) -> int | None:
     """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status in KiB; None without procfs or under
     SIDECAR_COMMAND (the pid may be a wrapper's, such as a one-file binary's bootloader)."""

@@ -8,7 +8,6 @@ hang guards, never timing assertions.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from sidecar_dev.driver import (
     sidecar_command,
     sidecar_environment,
 )
-from sidecar_dev.harness import TEST_KEY, event, proc_status_kib
+from sidecar_dev.harness import TEST_KEY, RefusingPort, event, proc_status_kib
 
 MIB = 1024 * 1024
 # Peak memory the process may add while it receives a 17 MiB line. The decoder may keep up to
@@ -114,23 +113,17 @@ def peak_rss_growth(pid: int, before_kib: int) -> int | None:
 # ---- fixtures -----------------------------------------------------------------------------------
 
 
-def _closed_port_host() -> Iterator[str]:
-    # Bound but never listening: connections are refused for as long as the socket is held,
-    # and no other process can take the port meanwhile.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture
 def offline_host() -> Iterator[str]:
     """A loopback URL whose port refuses connections, so events stay queued."""
-    yield from _closed_port_host()
+    with RefusingPort() as held:
+        yield held.url
 
 
 @pytest.fixture(scope="module")
 def _module_offline_host() -> Iterator[str]:
-    yield from _closed_port_host()
+    with RefusingPort() as held:
+        yield held.url
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from sidecar_dev.harness import (
     FAST_RETRIES,
     GUARD_S,
     TEST_KEY,
+    RefusingPort,
     numbered,
     numbered_event,
     wait_drained,
@@ -697,15 +698,10 @@ def _log_times(stderr: str, needle: str) -> list[float]:
 
 def run_down_closed_port(folder: Path, window_s: float = 3.0, spam: bool = True) -> DownRow:
     """A closed port (offline): count failed connects in the sidecar's log, then recover."""
-    import socket
-
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    port = holder.getsockname()[1]
+    holder = RefusingPort()
     needle = "cannot connect to capture"
     try:
-        host = f"http://127.0.0.1:{port}"
-        with SidecarProcess(folder, host, *fast_args(), api_key=TEST_KEY) as proc:
+        with SidecarProcess(folder, holder.url, *fast_args(), api_key=TEST_KEY) as proc:
             proc.result("ph_send_batch", {"batch": numbered(3, scenario="down")})
             wait_until(lambda: proc.stderr.count(needle) >= 4, "a few attempts")
             start = _log_times(proc.stderr, needle)[-1]
@@ -715,7 +711,7 @@ def run_down_closed_port(folder: Path, window_s: float = 3.0, spam: bool = True)
             queued = proc.result("ph_status")["queued"]
             # Back up: the same port now listens, and the queue is delivered.
             holder.close()
-            with CaptureServer(port=port) as server:
+            with CaptureServer(port=holder.port) as server:
                 server.wait_for_events(3, timeout=GUARD_S)
                 wait_drained(proc)
                 delivered = len(server.events)

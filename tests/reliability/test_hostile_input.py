@@ -47,6 +47,7 @@ from sidecar_dev.driver import SidecarProcess
 from sidecar_dev.harness import (
     GUARD_S,
     TEST_KEY,
+    RefusingPort,
     numbered,
     proc_status_kib,
     wait_drained,
@@ -289,20 +290,12 @@ def _is_flush(line: bytes) -> bool:
                for i in items)
 
 
-def _port_holder() -> tuple[Any, int]:
-    import socket
-
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.bind(("127.0.0.1", 0))
-    return holder, holder.getsockname()[1]
-
-
 def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
     """The real process answers every hostile line as owed (one line at a time, then all at
     once), never -32603, keeps bounded memory, and delivers the events queued before."""
     corpus = hostile_corpus()
-    holder, port = _port_holder()
-    with SidecarProcess(tmp_path / "data", f"http://127.0.0.1:{port}",
+    holder = RefusingPort()
+    with SidecarProcess(tmp_path / "data", holder.url,
                         "--max-queue", "1000000", "--log-level", "debug", api_key=TEST_KEY) as proc:
         seeded = numbered(5, scenario="seed")
         assert proc.result("ph_send_batch", {"batch": seeded})["accepted"] == 5
@@ -347,7 +340,7 @@ def test_real_process_survives_the_hostile_corpus(tmp_path: Path) -> None:
 
         # The host comes up: the events queued before the fuzz are delivered.
         holder.close()
-        with CaptureServer(port=port) as server:
+        with CaptureServer(port=holder.port) as server:
             proc.result("ph_flush", {"timeout": GUARD_S})
             wait_drained(proc)
             delivered = {(e["properties"].get("scenario"), e["properties"].get("n"))
