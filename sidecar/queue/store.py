@@ -140,7 +140,12 @@ class LeaseOwner:
         pid_text, _, started_text = token.partition(":")
         try:
             pid, started_at = int(pid_text), float(started_text)
-            return abs(psutil.Process(pid).create_time() - started_at) < 0.01
+            process = psutil.Process(pid)
+            # A killed process stays a zombie until its parent (or init) reaps it; it holds
+            # nothing any more.
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return abs(process.create_time() - started_at) < 0.01
         except (ValueError, psutil.Error):
             return False
 
