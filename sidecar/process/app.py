@@ -69,7 +69,7 @@ async def run(
     handle_signals: bool = True,
 ) -> None:
     """Serve until a stop, then shut down in order. Returns when everything is closed."""
-    store = AsyncStore(config.db_path)
+    store = AsyncStore(config.db_path, config.durability)
     await store.open()
     if config.api_key:
         remember_secret(config.api_key)
@@ -112,10 +112,11 @@ async def serve_lines(
     Each line is ordered by its lane (`rpc.Lane`, from the method table). Lines are answered in
     the order they came, one after the other, with two exceptions. A `BESIDE` line
     (`ph_flush`) runs beside the lines after it. And consecutive `OVERLAPPING` lines
-    (`ph_send_batch`) overlap: each validates its events while the one before it is being
-    written to the queue, then waits its turn (the `Turn` its call is handed) to write and to
-    answer. The queue and the answers keep the order of the lines, while JSON work and SQLite
-    work run at once.
+    (`ph_send_batch`) overlap: each validates its events while the ones before it are being
+    written to the queue, then waits its turn (the `Turn` its call is handed) to write, and
+    answers after the lines before it. Lines whose writes wait together go into the queue in
+    one transaction and one sync (`AsyncStore.enqueue`). The queue and the answers keep the
+    order of the lines, while JSON work and SQLite work run at once.
     """
     decoder = LineDecoder()
     async with send_out, trio.open_nursery() as calls:
@@ -150,8 +151,12 @@ class _LineHandler:
         self._calls = calls
         self._beside = trio.Semaphore(MAX_BESIDE_LINES)
         self._overlapping = trio.Semaphore(MAX_OVERLAPPING_LINES)
+        # Invariant: set once every line read so far is answered (or will never be).
         self._earlier_done = trio.Event()
         self._earlier_done.set()  # no line before the first
+        # Invariant: set once every line read so far has its writes in the queue's order;
+        # set no later than `_earlier_done`.
+        self._earlier_placed = self._earlier_done
 
     async def handle(self, frame: Frame) -> None:
         """Answer one line, or start answering it; returns when the next line may be read."""
@@ -163,11 +168,13 @@ class _LineHandler:
         lane = self._dispatcher.lane(parsed)
         if lane is Lane.OVERLAPPING:
             await self._overlapping.acquire()
+            turn = Turn(self._earlier_placed, placed := trio.Event())
             done = trio.Event()
-            self._calls.start_soon(self._answer_in_turn, parsed, self._earlier_done, done)
-            self._earlier_done = done
+            self._calls.start_soon(self._answer_in_turn, parsed, turn, self._earlier_done, done)
+            self._earlier_placed, self._earlier_done = placed, done
             return
         await self._earlier_done.wait()
+        self._earlier_placed = self._earlier_done
         if lane is Lane.BESIDE:
             await self._beside.acquire()
             self._calls.start_soon(self._answer_later, parsed, self._send_out.clone())
@@ -176,13 +183,17 @@ class _LineHandler:
             if response is not None:
                 await self._send_out.send(response)
 
-    async def _answer_in_turn(self, parsed: Parsed, earlier: trio.Event, done: trio.Event) -> None:
+    async def _answer_in_turn(
+        self, parsed: Parsed, turn: Turn, earlier: trio.Event, done: trio.Event
+    ) -> None:
         try:
-            response = await self._dispatcher.respond(parsed, Turn(earlier))
+            response = await self._dispatcher.respond(parsed, turn)
+            turn.take_place()  # a call that wrote nothing holds no place
             await earlier.wait()
             if response is not None:
                 await self._send_out.send(response)
         finally:
+            turn.take_place()
             done.set()
             self._overlapping.release()
 

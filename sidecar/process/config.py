@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from sidecar import __version__
+from sidecar.queue.durability import Durability
 from sidecar.wire.events import is_unicode_text
 
 HOST_SHORTHANDS = {"eu": "https://eu.i.posthog.com", "us": "https://us.i.posthog.com"}
@@ -45,6 +46,7 @@ class Config:
     auth_hold_s: float = 600.0
     request_timeout_s: float = 30.0
     max_batch_bytes: int = 5 * 1024 * 1024
+    durability: Durability = Durability.FULL
 
     @property
     def db_path(self) -> Path:
@@ -143,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="events per request, at least 1 (default %(default)s)")
     add("--max-retries", type=_int_at_least(0), default=_default("max_retries"),
         help="retries after the first attempt on server errors, 0 or more (default %(default)s)")
+    add("--durability", type=str.lower, choices=[level.value for level in Durability],
+        help="full: an answered ph_send_batch survives a power cut; normal: it survives the "
+        "process being killed, and a power cut may lose the last seconds "
+        f"[TELEMETRY_SIDECAR_DURABILITY] (default {_default('durability').value})")
     add("--log-level", type=str.lower, choices=LOG_LEVELS,
         help="debug, info, warning or error [TELEMETRY_SIDECAR_LOG_LEVEL] "
         f"(default {_default('log_level')})")
@@ -175,6 +181,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
     log_level = log_level.lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"TELEMETRY_SIDECAR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    durability_name = (pick(args.durability, "TELEMETRY_SIDECAR_DURABILITY")
+                       or _default("durability").value).lower()
+    if durability_name not in {level.value for level in Durability}:
+        raise ConfigError("TELEMETRY_SIDECAR_DURABILITY must be full or normal")
     api_key = pick(args.api_key, "POSTHOG_API_KEY")
     if api_key is not None and not is_unicode_text(api_key):
         # Undecodable bytes in argv or the environment arrive as lone surrogates, which neither
@@ -196,6 +206,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -
         retry_after_max_s=args.retry_after_max,
         auth_hold_s=args.auth_hold,
         request_timeout_s=args.request_timeout,
+        durability=Durability(durability_name),
     )
 
 

@@ -60,7 +60,14 @@ async def _stored(call: Call[Services], operation: Callable[[Store], T]) -> T:
     try:
         return await call.context.store.run(operation)
     except StorageUnavailable as exc:
-        raise CallError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", str(exc)) from exc
+        raise _storage_error(exc) from exc
+    finally:
+        call.turn.take_place()
+
+
+def _storage_error(exc: StorageUnavailable) -> CallError:
+    """-32001: the disk or file will not take the write; nothing of the call was stored."""
+    return CallError(ERROR_STORAGE_UNAVAILABLE, "Storage unavailable", str(exc))
 
 
 async def ph_send_batch(call: Call[Services], *, batch: object, api_key: object = None) -> Result:
@@ -86,7 +93,13 @@ async def ph_send_batch(call: Call[Services], *, batch: object, api_key: object 
     rejected = [{"index": index, "error": reason} for index, reason in invalid]
     max_queue = ctx.config.max_queue
     if bodies:
-        result = await _stored(call, lambda store: store.enqueue(key, bodies, max_queue=max_queue))
+        await call.turn.wait()
+        try:
+            result = await ctx.store.enqueue(
+                key, bodies, max_queue=max_queue, joined=call.turn.take_place
+            )
+        except StorageUnavailable as exc:
+            raise _storage_error(exc) from exc
         accepted, queued = result.accepted, result.queued
         if result.dropped_overflow:
             log.warning("queue full: dropped the %d oldest events", result.dropped_overflow)
@@ -135,6 +148,7 @@ async def ph_status(call: Call[Services]) -> Result:
         "host": ctx.config.host,
         "opted_out": status.opted_out,
         "quarantined_db": None if ctx.store.quarantined is None else str(ctx.store.quarantined),
+        "durability": ctx.store.durability.value,
     }
     return success(answer)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from sidecar.queue.durability import Durability, connection_pragmas
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -174,13 +176,20 @@ def _unavailable(exc: sqlite3.Error) -> bool:
 class Store:
     """The queue and its counters in one SQLite database. Not thread-safe: one caller at a time."""
 
-    def __init__(self, path: Path, *, owner: LeaseOwner | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Durability = Durability.FULL,
+        owner: LeaseOwner | None = None,
+    ) -> None:
         """Open (creating if needed) the database at `path`; raises StorageUnavailable."""
         self.path = path
+        self.durability = durability
         self.owner = owner or LeaseOwner.current()
         self._owner_token = self.owner.token
         try:
-            _create_private(path)
+            _create_private(path, sync=durability is Durability.FULL)
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
@@ -192,7 +201,8 @@ class Store:
             # lets `compact` give the pages of sent and dropped events back to the disk.
             self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            for pragma in connection_pragmas(durability):
+                self._db.execute(pragma)
             self._migrate()
             self._resync_depth()
         except (sqlite3.Error, StorageUnavailable):
@@ -298,36 +308,62 @@ class Store:
         self, api_key: str, bodies: Sequence[str], *, max_queue: int, now: float | None = None
     ) -> EnqueueResult:
         """Append events atomically; past `max_queue`, drop the oldest and count them."""
+        return self.enqueue_many([(api_key, bodies)], max_queue=max_queue, now=now)[0]
+
+    def enqueue_many(
+        self,
+        calls: Sequence[tuple[str, Sequence[str]]],
+        *,
+        max_queue: int,
+        now: float | None = None,
+    ) -> list[EnqueueResult]:
+        """Append the events of several calls, in order, in one transaction (one commit, one
+        sync): each call's result is what `enqueue` alone would have given at its turn."""
         created_at = time.time() if now is None else now
         with self._write() as db:
-            if self.opted_out():
-                # Refused events count in dropped.opt_out, so they count as inserted too:
-                # inserted == delivered + queued + sum(dropped) holds at all times.
-                self._add_counter(db, DropReason.OPT_OUT, len(bodies))
-                self._add_counter(db, "inserted", len(bodies))
-                depth = self._depth(db)
-                return EnqueueResult(0, 0, depth, opted_out=True)
-            # A call bigger than the bound keeps only its newest events: inserting rows only to
-            # delete them in the same transaction would grow the file and the WAL by the call.
-            skipped = max(0, len(bodies) - max_queue)
-            db.executemany(
-                "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)",
-                [(api_key, body, created_at) for body in bodies[skipped:]],
-            )
-            depth = self._depth(db) + len(bodies) - skipped
-            overflow = max(0, depth - max_queue)
-            if overflow:
-                # The oldest go, on the wire or not, as the contract says. Sparing leased rows
-                # would make which events survive depend on whether a request is in flight.
-                db.execute(
-                    "DELETE FROM ph_event_queue WHERE id IN (SELECT id FROM ph_event_queue "
-                    "ORDER BY id LIMIT ?)",
-                    (overflow,),
-                )
-                depth -= overflow
-            self._add_counter(db, DropReason.OVERFLOW, skipped + overflow)
+            opted_out = self.opted_out()
+            return [
+                self._enqueue(db, api_key, bodies, max_queue, created_at, opted_out=opted_out)
+                for api_key, bodies in calls
+            ]
+
+    def _enqueue(
+        self,
+        db: sqlite3.Connection,
+        api_key: str,
+        bodies: Sequence[str],
+        max_queue: int,
+        created_at: float,
+        *,
+        opted_out: bool,
+    ) -> EnqueueResult:
+        if opted_out:
+            # Refused events count in dropped.opt_out, so they count as inserted too:
+            # inserted == delivered + queued + sum(dropped) holds at all times.
+            self._add_counter(db, DropReason.OPT_OUT, len(bodies))
             self._add_counter(db, "inserted", len(bodies))
-            self._add_counter(db, _QUEUED, len(bodies) - skipped - overflow)
+            return EnqueueResult(0, 0, self._depth(db), opted_out=True)
+        # A call bigger than the bound keeps only its newest events: inserting rows only to
+        # delete them in the same transaction would grow the file and the WAL by the call.
+        skipped = max(0, len(bodies) - max_queue)
+        db.executemany(
+            "INSERT INTO ph_event_queue (api_key, body, created_at) VALUES (?, ?, ?)",
+            [(api_key, body, created_at) for body in bodies[skipped:]],
+        )
+        depth = self._depth(db) + len(bodies) - skipped
+        overflow = max(0, depth - max_queue)
+        if overflow:
+            # The oldest go, on the wire or not, as the contract says. Sparing leased rows
+            # would make which events survive depend on whether a request is in flight.
+            db.execute(
+                "DELETE FROM ph_event_queue WHERE id IN (SELECT id FROM ph_event_queue "
+                "ORDER BY id LIMIT ?)",
+                (overflow,),
+            )
+            depth -= overflow
+        self._add_counter(db, DropReason.OVERFLOW, skipped + overflow)
+        self._add_counter(db, "inserted", len(bodies))
+        self._add_counter(db, _QUEUED, len(bodies) - skipped - overflow)
         return EnqueueResult(len(bodies), skipped + overflow, depth, opted_out=False)
 
     @staticmethod
@@ -530,14 +566,45 @@ class Store:
         )
 
 
-def _create_private(path: Path) -> None:
-    """Create the folder (0700) and an empty database file (0600) if they do not exist."""
+def _create_private(path: Path, *, sync: bool) -> None:
+    """Create the folder (0700) and an empty database file (0600) if they do not exist.
+
+    With `sync`, whatever this creates reaches the drive before it is used: the new file and
+    every new folder entry on the way to it, so an acknowledged write cannot vanish with the
+    file that held it. SQLite makes its own `-wal` file's entry durable.
+    """
+    created: list[Path] = []
+    folder = path.parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    if sync:
+        for changed in [path.parent, *(made.parent for made in created)]:
+            _fsync_folder(changed)
 
 
-def open_store(path: Path) -> tuple[Store, Path | None]:
+def _fsync_folder(folder: Path) -> None:
+    """Make the entries of `folder` durable (POSIX); Windows has no such call and needs none."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_store(path: Path, durability: Durability = Durability.FULL) -> tuple[Store, Path | None]:
     """Open the queue, setting a damaged database aside (with its -wal and -shm) for a new one.
 
     Returns the store and, when one was set aside, where it went. Raises StorageUnavailable
@@ -546,14 +613,14 @@ def open_store(path: Path) -> tuple[Store, Path | None]:
     problem = _check_read_only(path)
     if problem is None:
         try:
-            return Store(path), None
+            return Store(path, durability=durability), None
         except StorageUnavailable as exc:
             if not isinstance(exc.__cause__, sqlite3.DatabaseError) or not _damaged(exc.__cause__):
                 raise
             problem = str(exc)
     aside = _quarantine(path)
     log.error("database %s failed its check (%s); moved aside to %s", path, problem, aside)
-    return Store(path), aside
+    return Store(path, durability=durability), aside
 
 
 def _check_read_only(path: Path) -> str | None:

@@ -89,18 +89,30 @@ class Method:
 
 
 class Turn:
-    """A call's place in line order: `wait` returns once every earlier line is done."""
+    """A call's place in line order.
 
-    __slots__ = ("_earlier",)
+    `wait` returns once every earlier line has taken its place in the queue; `take_place`
+    marks this call's place taken, so the next line may write while this one's commit is still
+    under way. A line whose call ends without taking its place takes it as it ends.
+    """
 
-    def __init__(self, earlier: trio.Event | None = None) -> None:
-        """`earlier` is set when the lines before this one are done; None: they are."""
+    __slots__ = ("_earlier", "_mine")
+
+    def __init__(self, earlier: trio.Event | None = None, mine: trio.Event | None = None) -> None:
+        """`earlier` is set once the lines before this one have their places (None: they
+        have); `mine` is set by `take_place` (None: no line waits for it)."""
         self._earlier = earlier
+        self._mine = mine
 
     async def wait(self) -> None:
-        """Return once every earlier line is done (at once when they already were)."""
+        """Return once every earlier line has its place (at once when they already had)."""
         if self._earlier is not None:
             await self._earlier.wait()
+
+    def take_place(self) -> None:
+        """This call's writes are in the queue's order now; the next line may write."""
+        if self._mine is not None:
+            self._mine.set()
 
 
 IN_TURN = Turn()

@@ -33,6 +33,7 @@ HUGE_LINE_RSS_BOUND = 64 * MIB
 
 STATUS_KEYS = {
     "version",
+    "durability",
     "queued",
     "oldest_event_age_s",
     "delivered",
@@ -517,6 +518,7 @@ def test_status_and_ping_answer_the_contract_shapes(spawn: Spawn, offline_host: 
     assert status["host"] == offline_host
     assert status["opted_out"] is False
     assert status["quarantined_db"] is None
+    assert status["durability"] == "full"
 
     proc.result("ph_send_batch", {"batch": [event(), event()]})
     status = proc.result("ph_status")
@@ -533,6 +535,22 @@ def test_status_and_ping_answer_the_contract_shapes(spawn: Spawn, offline_host: 
     assert all(type(v) is int for v in status["dropped"].values())
     assert type(status["opted_out"]) is bool
     assert_clean_exit(proc)
+
+
+def test_status_reports_the_durability_chosen_by_option_or_environment(
+    spawn: Spawn, offline_host: str, tmp_path: Path
+) -> None:
+    """`--durability normal` and TELEMETRY_SIDECAR_DURABILITY=normal are in force and reported;
+    the option wins over the environment; events are stored at either level."""
+    by_option = spawn(offline_host, "--durability", "normal", folder=tmp_path / "a",
+                      env={"TELEMETRY_SIDECAR_DURABILITY": "full"})
+    assert by_option.result("ph_send_batch", {"batch": [event()]})["accepted"] == 1
+    assert by_option.result("ph_status")["durability"] == "normal"
+    assert_clean_exit(by_option)
+    by_env = spawn(offline_host, folder=tmp_path / "b",
+                   env={"TELEMETRY_SIDECAR_DURABILITY": "normal"})
+    assert by_env.result("ph_status")["durability"] == "normal"
+    assert_clean_exit(by_env)
 
 
 def test_flush_in_flight_does_not_hold_up_ping(spawn: Spawn, capture: CaptureServer) -> None:
