@@ -23,10 +23,12 @@ import trio
 from sidecar.delivery import policy
 from sidecar.delivery.capture import BodyDraft
 from sidecar.delivery.flush import FlushState, WaitReason
+from sidecar.delivery.handover import Handover
 from sidecar.delivery.policy import Answer, Backoff, Complete, Decision, Drop, Hold, Rules, Split
 from sidecar.process.config import Config, mask_key
+from sidecar.process.waits import cancel_when_set
 from sidecar.queue.astore import AsyncStore
-from sidecar.queue.store import Claim, QueuedEvent, StorageUnavailable, Store
+from sidecar.queue.store import Claim, Holdings, QueuedEvent, StorageUnavailable, Store
 
 if TYPE_CHECKING:
     import httpx
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 STORAGE_RETRY_S = 5.0
 # Grace for handing leases back when the task is cancelled mid-request.
 RELEASE_GRACE_S = 1.0
-# While another process holds leases, look this often whether it died (and take them back).
-FOREIGN_LEASE_CHECK_S = 30.0
 
 
 class Clock(Protocol):
@@ -119,34 +119,6 @@ class Holds:
     def earliest(self) -> float:
         """The earliest end of any hold, or infinity."""
         return min(self._until.values(), default=math.inf)
-
-
-class LeaseWatch:
-    """Rows leased by another process: while idle, look every FOREIGN_LEASE_CHECK_S whether
-    that process still runs, and take its leases back if not."""
-
-    def __init__(self, store: AsyncStore, clock: Clock) -> None:
-        """Nothing to watch until `plan` finds foreign leases."""
-        self._store = store
-        self._clock = clock
-        # Invariant: infinite unless the last `plan` saw rows leased by another process.
-        self.check_at = math.inf
-
-    async def plan(self) -> None:
-        """Idle: look whether another process holds leases, to check on it later."""
-        try:
-            foreign = await self._store.run(lambda store: store.has_foreign_leases())
-        except StorageUnavailable:
-            foreign = False
-        self.check_at = self._clock.now() + FOREIGN_LEASE_CHECK_S if foreign else math.inf
-
-    async def recover(self) -> None:
-        """The check is due (`check_at` has passed): take back the leases of processes that are
-        gone; raises StorageUnavailable."""
-        self.check_at = math.inf
-        freed = await self._store.run(lambda store: store.recover_leases())
-        if freed:
-            log.info("took back %d events leased by a process that is gone", freed)
 
 
 class HandBacks:
@@ -242,7 +214,7 @@ class Sender:
         self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_transport)
         self._flush = flush or FlushState()
         self._holds = Holds()
-        self._leases = LeaseWatch(store, self._clock)
+        self._handover = Handover(store)
         self._hand_backs = HandBacks(store)
         self._wake = trio.Event()
         # Failed attempts in a row (the backoff's step). Invariant: 0 after a 2xx.
@@ -306,10 +278,13 @@ class Sender:
                 self._schedule(WaitReason.STORAGE, STORAGE_RETRY_S)
                 continue
             if batch is None:
+                held = self._holds.current(self._clock.now())
+                holdings = await self._look(held)
+                if holdings.free:
+                    continue  # handed back, or taken back from a process that is gone
                 self._flush.found_nothing(self._flush.claims)
-                await self._leases.plan()
                 await compact(self._store)
-                await self._wait_for_work()
+                await self._wait_for_work(holdings, held)
                 continue
             self._in_flight = in_flight = trio.Event()
             try:
@@ -326,10 +301,7 @@ class Sender:
     async def _take_next(self, delivered: Batch | None) -> Batch | None:
         """Delete a delivered batch (if any) and lease the next one (of a key not held): one
         transaction, one trip to the store's thread, where the next body is compressed too."""
-        now = self._clock.now()
-        if now >= self._leases.check_at:
-            await self._leases.recover()
-        held = self._holds.current(now)
+        held = self._holds.current(self._clock.now())
         done = delivered.claim.ids if delivered else []
         size, max_bytes = self._config.batch_size, self._config.max_batch_bytes
         number = self._flush.begin_claim()
@@ -352,9 +324,25 @@ class Sender:
             log.debug("delivered %d events", completed)
         return batch
 
-    async def _wait_for_work(self) -> None:
-        with trio.move_on_at(min(self._holds.earliest(), self._leases.check_at)):
-            await self._wake.wait()
+    async def _look(self, held: list[str]) -> Holdings:
+        """Nothing to lease: take back the leases of processes that are gone, and see who
+        holds the rest."""
+        try:
+            return await self._handover.look(held)
+        except StorageUnavailable:
+            return Holdings(free=False, holders={})
+
+    async def _wait_for_work(self, holdings: Holdings, held: list[str]) -> None:
+        """Wait for new events, the end of a key's hold, or, while other processes hold rows,
+        the moment one of them lets go."""
+        with trio.move_on_at(self._holds.earliest()):
+            if not holdings.holders:
+                await self._wake.wait()
+                return
+            async with trio.open_nursery() as race:
+                race.start_soon(cancel_when_set, self._wake, race.cancel_scope)
+                await self._handover.wait_for_let_go(holdings.holders, held)
+                race.cancel_scope.cancel()
 
     def _schedule(self, reason: WaitReason, delay: float) -> None:
         self._flush.schedule(reason, self._clock.now() + delay)

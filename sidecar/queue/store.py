@@ -120,6 +120,15 @@ class StoreStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Holdings:
+    """Who may send what, as an idle sender sees the queue: whether rows are free to lease,
+    and the other processes holding leases, each with the `leased_at` of its oldest lease."""
+
+    free: bool
+    holders: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseOwner:
     """Identifies a process across pid reuse: its pid plus its start time."""
 
@@ -520,14 +529,30 @@ class Store:
             ).rowcount
         return freed
 
-    def has_foreign_leases(self) -> bool:
-        """Whether rows are leased by another process (alive or not)."""
-        row = self._db.execute(
-            "SELECT 1 FROM ph_event_queue WHERE lease_owner IS NOT NULL AND lease_owner != ? "
-            "LIMIT 1",
-            (self._owner_token,),
-        ).fetchone()
-        return row is not None
+    def holdings(self, exclude_keys: Collection[str] = ()) -> Holdings:
+        """Whether rows of keys not in `exclude_keys` are free to lease, and which other
+        processes hold leases (each with its oldest `leased_at`), read in one snapshot: rows
+        another process hands back are either free here or still held, never neither."""
+        db = self._db
+        excluded = list(exclude_keys)
+        key_filter = f"AND api_key NOT IN ({_marks(len(excluded))})" if excluded else ""
+        db.execute("BEGIN")
+        try:
+            free = db.execute(
+                f"SELECT 1 FROM ph_event_queue WHERE lease_owner IS NULL {key_filter} LIMIT 1",  # noqa: S608
+                excluded,
+            ).fetchone()
+            holders = db.execute(
+                "SELECT lease_owner, MIN(leased_at) FROM ph_event_queue "
+                "WHERE lease_owner IS NOT NULL AND lease_owner != ? GROUP BY lease_owner",
+                (self._owner_token,),
+            ).fetchall()
+        finally:
+            db.execute("COMMIT")
+        return Holdings(
+            free=free is not None,
+            holders={str(owner): float(at or 0.0) for owner, at in holders},
+        )
 
     def set_opt_out(self, opt_out: bool) -> int:
         """Persist the opt-out flag; opting out purges the queue. Returns events purged."""

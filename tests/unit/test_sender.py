@@ -34,24 +34,29 @@ import json
 import math
 import random
 import sqlite3
+import subprocess
+import sys
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 import pytest
 import trio
 import trio.testing
+from support import store_probe as probe
 from support.events import normalize_event
 
 from sidecar.delivery.flush import FlushState, WaitReason
+from sidecar.delivery.handover import RECHECK_S, Handover
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
-from sidecar.queue.store import Store, StoreStatus
+from sidecar.queue.store import LeaseOwner, Store, StoreStatus
 
 T = TypeVar("T")
 
@@ -72,8 +77,15 @@ EPS = 1e-9  # float rounding of `now + delay - now`
 class StillClockStore(AsyncStore):
     """The real AsyncStore; virtual time stands still while one of its worker threads runs."""
 
+    def __init__(self, path: Path) -> None:
+        """The store at `path`, with no operation run yet."""
+        super().__init__(path)
+        # Operations run so far (each is one trip to the store's thread).
+        self.calls = 0
+
     async def run(self, operation: Callable[[Store], T]) -> T:
         """Run `operation` in the store thread while a sibling task keeps trio from idling."""
+        self.calls += 1
         in_thread = True
 
         async def keep_runnable() -> None:
@@ -1002,3 +1014,141 @@ async def test_cancel_mid_request_releases_every_lease(
     assert stopped.queued == 4
     assert sum(stopped.dropped.values()) == 0
     assert (final.delivered, final.queued) == (4, 0)
+
+
+# ---- hand-over between processes ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def live_holder(db_path: Path) -> Iterator[tuple[Store, subprocess.Popen[bytes]]]:
+    """A second store on the queue whose leases belong to a live child process: another
+    sidecar, as far as the sender can tell. The child is killed and reaped on the way out."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        owner = LeaseOwner(child.pid, psutil.Process(child.pid).create_time())
+        holder = Store(db_path, owner=owner)
+        try:
+            yield holder, child
+        finally:
+            holder.close()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def lease_owners(db_path: Path) -> list[str | None]:
+    """The lease owner of each queued row, oldest first, via a side connection."""
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        return [row[0] for row in db.execute(
+            "SELECT lease_owner FROM ph_event_queue ORDER BY id"
+        )]
+
+
+async def test_rows_a_live_process_hands_back_go_out_at_the_next_look_and_idle_means_no_looks(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """While another live process holds rows the idle sender looks every RECHECK_S and sends
+    them within RECHECK_S of their hand-back; with nothing foreign held it never looks."""
+    capture = FakeCapture()
+    async with rig_for(tmp_path, capture) as rig:
+        assert isinstance(rig.store, StillClockStore)
+        with live_holder(rig.config.db_path) as (holder, _):
+            await rig.enqueue(KEY_A, ["A0", "A1"])
+            held = probe.claim(holder, 10, max_bytes=1 << 20)
+            assert held is not None
+            await rig.start()
+            rig.sender.wake()
+            await settle()
+            calls_before = rig.store.calls
+            await trio.sleep(10 * RECHECK_S)
+            looks_while_held = rig.store.calls - calls_before
+            assert capture.requests == []
+
+            handed_back_at = trio.current_time()
+            holder.release(held.ids, count_retry=False)
+            await capture.wait_for(1)
+            await settle()
+            calls_before = rig.store.calls
+            await trio.sleep(3600)
+            calls_when_idle = rig.store.calls - calls_before
+
+    assert 9 <= looks_while_held <= 10
+    assert handed_back_at <= capture.requests[0].at <= handed_back_at + RECHECK_S + EPS
+    assert capture.requests[0].labels == ["A0", "A1"]
+    assert calls_when_idle == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfds are Linux's")
+async def test_a_holder_that_ends_is_followed_through_its_pidfd_without_a_look(
+    mock_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """On Linux the wait ends the moment the holder's process does, with no re-check (virtual
+    time stands still), and its leases are taken back."""
+    db_path = tmp_path / "telemetry.db"
+    store = StillClockStore(db_path)
+    handover = Handover(store, use_pidfd=True)
+    ended = trio.Event()
+    try:
+        with live_holder(db_path) as (holder, child):
+            holder.enqueue(KEY_A, ["{}", "{}"], max_queue=10)
+            assert probe.claim(holder, 10, max_bytes=1 << 20) is not None
+            holdings = await handover.look([])
+            assert not holdings.free
+            assert list(holdings.holders) == [holder.owner.token]
+            async with trio.open_nursery() as nursery:
+
+                async def follow() -> None:
+                    await handover.wait_for_let_go(holdings.holders, [])
+                    ended.set()
+
+                nursery.start_soon(follow)
+                await settle()
+                assert not ended.is_set()
+                child.kill()
+                child.wait()  # gone and reaped: its pidfd is readable from now on
+                for _ in range(100_000):  # bounded: each checkpoint polls for I/O
+                    if ended.is_set():
+                        break
+                    await trio.lowlevel.checkpoint()
+                assert ended.is_set()
+                assert trio.current_time() == 0.0
+    finally:
+        await store.aclose()
+    assert lease_owners(db_path) == [None, None]
+
+
+async def test_without_pidfds_a_holder_that_ends_is_seen_at_the_next_look(
+    mock_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Where there is no pidfd, the re-check notices the holder's end within RECHECK_S and takes
+    its leases back; before that look the wait goes on."""
+    db_path = tmp_path / "telemetry.db"
+    store = StillClockStore(db_path)
+    handover = Handover(store, use_pidfd=False)
+    ended_at: list[float] = []
+    try:
+        with live_holder(db_path) as (holder, child):
+            holder.enqueue(KEY_A, ["{}"], max_queue=10)
+            assert probe.claim(holder, 10, max_bytes=1 << 20) is not None
+            holdings = await handover.look([KEY_B])
+            async with trio.open_nursery() as nursery:
+
+                async def follow() -> None:
+                    await handover.wait_for_let_go(holdings.holders, [KEY_B])
+                    ended_at.append(trio.current_time())
+
+                nursery.start_soon(follow)
+                await settle()
+                mock_clock.jump(RECHECK_S)
+                await settle()
+                assert ended_at == []  # looked once: still held by a live process
+                child.kill()
+                child.wait()
+                await settle()
+                assert ended_at == []
+                mock_clock.jump(RECHECK_S)
+                await settle()
+    finally:
+        await store.aclose()
+    assert ended_at == [2 * RECHECK_S]
+    assert lease_owners(db_path) == [None]
