@@ -11,9 +11,19 @@ import pytest
 import trio
 
 from sidecar.process import parent
-from sidecar.process.parent import OnefileBundle, parent_check, watch_parent
+from sidecar.process.parent import (
+    OnefileBundle,
+    PlatformFacts,
+    Watcher,
+    choose_watchers,
+    parent_check,
+    watch_parent,
+)
 
 GUARD_S = 10.0
+POLL_ONLY = (Watcher.POLL,)
+# A launcher that stays in front of its command, as a shell wrapper or process manager would.
+LAUNCHER = "import subprocess, sys; subprocess.run(sys.argv[1:])"
 
 
 def not_our_parent() -> int:
@@ -21,11 +31,112 @@ def not_our_parent() -> int:
     return os.getpid()
 
 
+@pytest.mark.parametrize(
+    ("platform", "bootloader", "pidfd", "kqueue", "expected"),
+    [
+        ("linux", False, True, False, (Watcher.PIDFD, Watcher.POLL)),
+        ("linux", True, True, False, (Watcher.PDEATHSIG, Watcher.PIDFD, Watcher.POLL)),
+        ("linux", False, False, False, (Watcher.POLL,)),
+        ("darwin", False, False, True, (Watcher.KQUEUE, Watcher.POLL)),
+        ("darwin", True, False, True, (Watcher.KQUEUE, Watcher.POLL)),
+        ("freebsd14", False, False, True, (Watcher.KQUEUE, Watcher.POLL)),
+        ("win32", False, False, False, (Watcher.PROCESS_HANDLE, Watcher.POLL)),
+        ("win32", True, False, False, (Watcher.PROCESS_HANDLE, Watcher.POLL)),
+        ("sunos5", False, False, False, (Watcher.POLL,)),
+    ],
+)
+def test_each_platform_gets_its_watcher_and_the_poll_last(
+    platform: str, bootloader: bool, pidfd: bool, kqueue: bool, expected: tuple[Watcher, ...]
+) -> None:
+    """Linux: parent-death signal (bootloader only), then pidfd; macOS/BSD: kqueue; Windows:
+    the process handle; every platform ends with the poll, and only the poll where nothing
+    else exists."""
+    facts = PlatformFacts(platform, bootloader, pidfd_open=pidfd, trio_kqueue=kqueue)
+    assert choose_watchers(facts) == expected
+
+
+def test_this_platform_waits_without_polling() -> None:
+    """On the platforms the sidecar ships to, the first choice here is not the poll."""
+    chosen = choose_watchers(PlatformFacts.current(os.getppid()))
+    first = {"linux": Watcher.PIDFD, "darwin": Watcher.KQUEUE, "win32": Watcher.PROCESS_HANDLE}
+    assert chosen[0] is first[sys.platform]
+    assert chosen[-1] is Watcher.POLL
+
+
+async def test_a_watcher_that_cannot_be_set_up_falls_back_to_the_next() -> None:
+    """A watcher this platform lacks is skipped, and the next one notices the lost parent."""
+    missing = Watcher.PIDFD if sys.platform == "win32" else Watcher.PROCESS_HANDLE
+    stopping = trio.Event()
+    with trio.fail_after(GUARD_S):
+        await watch_parent(stopping, ppid=not_our_parent(), watchers=(missing, Watcher.POLL))
+    assert stopping.is_set()
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd is Linux's")
+
+
+@linux_only
+async def test_pidfd_watch_sees_a_pid_that_is_not_our_parent_at_once() -> None:
+    """With the pidfd held, a pid that is not our parent (any more) reads as a lost parent."""
+    stopping = trio.Event()
+    with trio.fail_after(GUARD_S):
+        await watch_parent(stopping, ppid=not_our_parent(), watchers=(Watcher.PIDFD,))
+    assert stopping.is_set()
+
+
+@linux_only
+async def test_pidfd_watch_ends_once_the_app_is_stopping(autojump_clock: trio.abc.Clock) -> None:
+    """Waiting on a live parent's pidfd, the watch returns when the app stops for another
+    reason, and sets nothing itself."""
+    stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: watch_parent(stopping, ppid=os.getppid(), watchers=(Watcher.PIDFD,))
+        )
+        await trio.sleep(5)
+        stopping.set()
+    # Reaching here means the watch returned by itself.
+
+
+@linux_only
+def test_pidfd_watch_notices_a_killed_parent_for_real() -> None:
+    """A process whose parent is SIGKILLed learns it through the pidfd alone (no poll)."""
+    child = (
+        "import logging, sys, trio\n"
+        "from sidecar.process.parent import Watcher, watch_parent\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)\n"
+        "async def main():\n"
+        "    stopping = trio.Event()\n"
+        "    print('watching', flush=True)\n"
+        "    await watch_parent(stopping, watchers=[Watcher.PIDFD], poll_s=3600)\n"
+        "    print('stopping' if stopping.is_set() else 'returned', flush=True)\n"
+        "trio.run(main)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, sys.executable, "-c", child],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert launcher.stdout is not None and launcher.stderr is not None
+        assert launcher.stdout.readline() == b"watching\n"
+        launcher.kill()
+        launcher.wait(GUARD_S)
+        # The grandchild keeps the pipes open until it exits; the guard bounds a hang.
+        out, err = launcher.communicate(timeout=GUARD_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert out == b"stopping\n", err
+    assert b"pidfd: the parent is gone" in err, err
+    assert b"is gone; stopping" in err, err
+
+
 async def test_a_live_parent_keeps_the_watch_polling(autojump_clock: trio.abc.Clock) -> None:
     """While the parent lives, the watch keeps polling and never sets the stop event."""
     stopping = trio.Event()
     with trio.move_on_after(3600):
-        await watch_parent(stopping, ppid=os.getppid(), use_pdeathsig=False)
+        await watch_parent(stopping, ppid=os.getppid(), watchers=POLL_ONLY)
     assert not stopping.is_set()
 
 
@@ -33,7 +144,7 @@ async def test_a_lost_parent_sets_the_stop_event() -> None:
     """A parent that is no longer ours (re-parented, or gone) stops the app at the first poll."""
     stopping = trio.Event()
     with trio.fail_after(GUARD_S):
-        await watch_parent(stopping, ppid=not_our_parent(), use_pdeathsig=False)
+        await watch_parent(stopping, ppid=not_our_parent(), watchers=POLL_ONLY)
     assert stopping.is_set()
 
 
@@ -49,7 +160,7 @@ async def test_the_watch_ends_once_the_app_is_stopping(autojump_clock: trio.abc.
     """A stop from elsewhere ends the watch at its next wake-up."""
     stopping = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: watch_parent(stopping, ppid=os.getppid(), use_pdeathsig=False))
+        nursery.start_soon(lambda: watch_parent(stopping, ppid=os.getppid(), watchers=POLL_ONLY))
         await trio.sleep(5)
         stopping.set()
     # Reaching here means the watch returned by itself.
