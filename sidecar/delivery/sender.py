@@ -31,8 +31,6 @@ from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import Claim, Holdings, QueuedEvent, StorageUnavailable, Store
 
 if TYPE_CHECKING:
-    import httpx
-
     from sidecar.delivery.httpclient import Endpoint
 
 __all__ = ["Batch", "Clock", "Sender", "SystemClock"]
@@ -162,18 +160,16 @@ class LazyEndpoint:
     """Capture's /batch/ endpoint, made on the first send: httpx and the TLS context add
     nothing to the start-up of a sidecar with nothing to send."""
 
-    def __init__(self, url: str, make_transport: Callable[[], httpx.AsyncBaseTransport]) -> None:
+    def __init__(self, url: str, make_endpoint: Callable[[str], Endpoint]) -> None:
         """Remember how to reach capture; nothing is built yet."""
         self._url = url
-        self._make_transport = make_transport
+        self._make_endpoint = make_endpoint
         self._endpoint: Endpoint | None = None
 
     def get(self) -> Endpoint:
         """The endpoint, made now if this is the first send."""
         if self._endpoint is None:
-            from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see the class
-
-            self._endpoint = Endpoint(self._url, self._make_transport())
+            self._endpoint = self._make_endpoint(self._url)
         return self._endpoint
 
     async def aclose(self) -> None:
@@ -198,7 +194,7 @@ class Sender:
         self,
         config: Config,
         store: AsyncStore,
-        make_transport: Callable[[], httpx.AsyncBaseTransport],
+        make_endpoint: Callable[[str], Endpoint],
         *,
         rng: random.Random | None = None,
         clock: Clock | None = None,
@@ -211,7 +207,7 @@ class Sender:
         self._rules = rules_from(config)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock: Clock = clock or SystemClock()
-        self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_transport)
+        self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_endpoint)
         self._flush = flush or FlushState()
         self._holds = Holds()
         self._handover = Handover(store)

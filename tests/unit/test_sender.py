@@ -52,6 +52,7 @@ from support import store_probe as probe
 from support.events import normalize_event
 
 from sidecar.delivery.flush import FlushState, WaitReason
+from sidecar.delivery.httpclient import TransportEndpoint
 from sidecar.delivery.handover import RECHECK_S, Handover
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
@@ -308,7 +309,8 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
             async with transport, trio.open_nursery() as n:
                 flush = FlushState()
                 sender = Sender(
-                    config, store, lambda: transport, rng=random.Random(SEED),
+                    config, store, lambda url: TransportEndpoint(url, transport),
+                    rng=random.Random(SEED),
                     clock=VirtualClock(), flush=flush,
                 )
                 yield Rig(config, store, sender, capture, n, flush=flush)
