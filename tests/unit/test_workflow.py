@@ -2,8 +2,9 @@
 
 The YAML is parsed with PyYAML and validated against the GitHub workflow JSON schema that the
 check-jsonschema package vendors (SchemaStore's `github-workflow.json`, no network). Then the
-facts the release depends on are checked: the four targets, the build and test commands, and
-signing and notarization steps that run only when their secrets exist.
+facts the release depends on are checked: the four targets, the build and test commands, the
+orphan tests on every OS, and signing and notarization steps that run only when their secrets
+exist.
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ def test_build_and_binary_tests_use_the_project_commands() -> None:
     assert tests["env"]["SIDECAR_COMMAND"] == "${{ env.BINARY }}"
     assert shlex.split(tests["run"])[-1] == "tests/integration"
     assert 'build/build.py --print-path --target "${{ matrix.target }}"' in step("Install")["run"]
+
+
+def test_orphan_tests_run_on_every_os_from_source_and_against_the_binary() -> None:
+    """Each OS of the matrix runs the orphan tests on `python -m sidecar` (no condition, no
+    SIDECAR_COMMAND) and, in the integration suite, on the binary."""
+    names = [s.get("name", "") for s in build_steps()]
+    orphans = step("Orphan tests (source)")
+    assert shlex.split(orphans["run"])[-1] == "tests/integration/test_orphans.py"
+    assert "if" not in orphans
+    assert "SIDECAR_COMMAND" not in orphans.get("env", {})
+    assert names.index("Orphan tests (source)") < names.index("Build")
+    assert (ROOT / "tests" / "integration" / "test_orphans.py").is_file()
+    binary = step("Integration tests against the binary")
+    assert "if" not in binary
+    assert shlex.split(binary["run"])[-1] == "tests/integration"
 
 
 @pytest.mark.parametrize(
