@@ -18,7 +18,6 @@ Retry-After date is measured against and the `random.Random` the jitter comes fr
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import math
 import random
@@ -241,6 +240,8 @@ def parse_retry_after(value: str | None, *, wall: Callable[[], datetime]) -> flo
         if not math.isfinite(seconds):
             return None
         return max(0.0, seconds)
+    import email.utils  # noqa: PLC0415 - an HTTP date is rare; its parser loads when one comes
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

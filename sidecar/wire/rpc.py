@@ -21,23 +21,53 @@ Errors reach the wire here and only here.
 from __future__ import annotations
 
 import enum
+import importlib.util
 import inspect
 import json
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import trio
-from jsonrpcserver import InvalidParams, JsonRpcError, Success
-from jsonrpcserver import Result as _Result
-from jsonrpcserver.async_dispatcher import dispatch_request
-from jsonrpcserver.dispatcher import create_request, to_response
-from jsonrpcserver.response import to_serializable_one
 
 from sidecar.wire import fastjson, stdjson
 from sidecar.wire.framing import OversizedLine
+
+
+def _enter_bare_package(name: str) -> ModuleType | None:
+    """Put package `name` in `sys.modules` without running its `__init__`; None when it is
+    imported already."""
+    if name in sys.modules:
+        return None
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    return package
+
+
+# jsonrpcserver's `__init__` imports what this module never uses: its public dispatchers'
+# default request validator (jsonschema, whose validator it builds and checks at import) and
+# its demo HTTP server. The pipeline modules below import neither, and requests are checked
+# here (`request_problem`), so they load under a bare package object, which then leaves
+# `sys.modules`: a later `import jsonrpcserver` elsewhere runs the real `__init__`, which
+# finds these modules already loaded.
+_bare = _enter_bare_package("jsonrpcserver")
+try:
+    from jsonrpcserver.async_dispatcher import dispatch_request
+    from jsonrpcserver.dispatcher import create_request, to_response
+    from jsonrpcserver.exceptions import JsonRpcError
+    from jsonrpcserver.response import to_serializable_one
+    from jsonrpcserver.result import InvalidParams, Success
+    from jsonrpcserver.result import Result as _Result
+finally:
+    if _bare is not None and sys.modules.get("jsonrpcserver") is _bare:
+        del sys.modules["jsonrpcserver"]
 
 log = logging.getLogger(__name__)
 C = TypeVar("C")

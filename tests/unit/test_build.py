@@ -146,3 +146,34 @@ def test_the_product_package_imports_no_dev_tool() -> None:
     }
     assert (ROOT / "sidecar_dev" / "capture" / "__init__.py").is_file()
     assert reaching_out == set()
+
+
+# Loaded later than the first answer, or never: jsonrpcserver's request validator (jsonschema)
+# and demo server, the HTTP stack (first send), the HTTP-date parser (a Retry-After date).
+NOT_AT_START = {"jsonschema", "referencing", "http.server", "httpx", "h11", "email.utils"}
+
+
+def test_start_leaves_out_what_the_first_answer_does_not_need() -> None:
+    """Importing the entry point in a fresh interpreter loads none of NOT_AT_START."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, sidecar.process.cli; print(*sys.modules)"],
+        capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
+    )
+    loaded = set(done.stdout.split())
+    assert "sidecar.wire.rpc" in loaded
+    assert NOT_AT_START & loaded == set()
+
+
+def test_jsonrpcserver_stays_whole_for_a_later_importer() -> None:
+    """After the sidecar loaded jsonrpcserver's pipeline without its `__init__`, a plain
+    `import jsonrpcserver` still gets the whole package, sharing the loaded modules."""
+    script = (
+        "import sidecar.wire.rpc as rpc, jsonrpcserver\n"
+        "assert jsonrpcserver.Success is rpc.Success\n"
+        "print(jsonrpcserver.dispatch('{\"jsonrpc\": \"2.0\", \"method\": \"x\", \"id\": 1}'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+        cwd=ROOT,
+    )
+    assert '"code": -32601' in done.stdout
