@@ -1,10 +1,10 @@
 """Shared pieces of the benchmark suite: request lines, the machine, process figures, stats.
 
-The sidecar is driven by `sidecar_dev.driver.SidecarProcess` and the events are
-`sidecar_dev.harness.pageviews`, as in the test suites. Timestamps that cross processes (this
-one, the driver's reader thread, the capture server) all come from `time.monotonic()`, which is
-CLOCK_MONOTONIC on Linux: one system-wide clock, so a time taken in the server can be
-subtracted from one taken here.
+The sidecar is driven by `sidecar_dev.driver.SidecarProcess`, as in the test suites, and the
+events come from `profiles.py` (the suites' small page views, or events as posthog-js makes
+them). Timestamps that cross processes (this one, the driver's reader thread, the capture
+server) all come from `time.monotonic()`, which is CLOCK_MONOTONIC on Linux: one system-wide
+clock, so a time taken in the server can be subtracted from one taken here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from profiles import api_key as profile_api_key
+from profiles import events as profile_events
 
-from sidecar_dev.driver import SidecarProcess
-from sidecar_dev.harness import OFFLINE_HOST, TEST_KEY, pageviews
+from sidecar_dev.driver import SidecarProcess, sidecar_command
+from sidecar_dev.harness import OFFLINE_HOST, TEST_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -44,16 +47,20 @@ def mean_event_bytes(events: Sequence[dict[str, Any]]) -> float:
 
 
 def request_lines(
-    events: Sequence[dict[str, Any]], batch: int, *, first_id: int = 1
+    events: Sequence[dict[str, Any]], batch: int, *, first_id: int = 1,
+    api_key: str | None = None,
 ) -> list[bytes]:
-    """`ph_send_batch` request lines carrying `events`, `batch` per line."""
+    """`ph_send_batch` request lines carrying `events`, `batch` per line (and `api_key`, if any)."""
     lines = []
     for n, start in enumerate(range(0, len(events), batch)):
+        params: dict[str, Any] = {"batch": list(events[start : start + batch])}
+        if api_key is not None:
+            params["api_key"] = api_key
         message = {
             "jsonrpc": "2.0",
             "id": first_id + n,
             "method": "ph_send_batch",
-            "params": {"batch": list(events[start : start + batch])},
+            "params": params,
         }
         lines.append(json.dumps(message, separators=(",", ":")).encode() + b"\n")
     return lines
@@ -286,15 +293,18 @@ class PeakSampler:
         self._thread.join()
 
 
-def fill_backlog(data_dir: Path, count: int, *, batch: int = 50, seed: int = 7) -> dict[str, Any]:
-    """Queue `count` events in a sidecar pointed at no server, then stop it cleanly.
+def fill_backlog(
+    data_dir: Path, count: int, *, batch: int = 50, seed: int = 7, profile: str = "small"
+) -> dict[str, Any]:
+    """Queue `count` events of `profile` in a sidecar pointed at no server, then stop it cleanly.
 
     Returns the fill's own rates, in tenths of the fill: how ingest holds up as the queue deepens.
     """
     if count % batch:
         raise ValueError("the backlog must be a whole number of batches")
-    events = pageviews(count, seed=seed)
-    lines = request_lines(events, batch)
+    events = profile_events(profile, count, seed=seed)
+    lines = request_lines(events, batch, api_key=profile_api_key(profile))
+    del events
     tenth = max(1, len(lines) // 10)
     rates = []
     with spawn(data_dir, OFFLINE_HOST, "--max-queue", HUGE_QUEUE) as sidecar:
@@ -310,6 +320,59 @@ def fill_backlog(data_dir: Path, count: int, *, batch: int = 50, seed: int = 7) 
     return {"events": count, "rates_by_tenth": [round(r) for r in rates]}
 
 
+# ---- durability levels and syncs --------------------------------------------------------------
+
+
+def durability_levels(command: Sequence[str] | None = None) -> tuple[list[str], str | None]:
+    """The `--durability` levels the sidecar build offers, and a note when it offers none.
+
+    A build whose `--help` names `--durability` gets both levels, `full` (its default) first. An
+    older build has one level, its own, measured without the option (labelled `build`).
+    """
+    out = subprocess.run([*(command or sidecar_command()), "--help"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    if "--durability" in out.stdout:
+        return ["full", "normal"], None
+    return ["build"], ("this sidecar build has no --durability option: ingest measured at its "
+                       "own level only, the full/normal comparison skipped")
+
+
+def durability_args(level: str) -> tuple[str, ...]:
+    """The sidecar options that select `level` (none for an older build's own level)."""
+    return () if level == "build" else ("--durability", level)
+
+
+_SYNC_CALL = re.compile(rb"\b(?:fsync|fdatasync)\(")
+
+
+class SyncTrace:
+    """A sidecar command run under strace, counting its fsync and fdatasync calls.
+
+    strace's seccomp-bpf filter stops the process only at those two calls, so the rest runs at
+    full speed; the count is read from strace's log, one line per call (an interrupted call's
+    `<unfinished ...>` line counts, its `resumed` line does not).
+    """
+
+    def __init__(self, log_path: Path, command: Sequence[str] | None = None) -> None:
+        self.log_path = log_path
+        self.command = [
+            "strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=fsync,fdatasync",
+            "-e", "signal=none", "-o", str(log_path), *(command or sidecar_command()),
+        ]
+
+    @staticmethod
+    def available() -> bool:
+        """Whether strace is installed."""
+        return shutil.which("strace") is not None
+
+    def count(self) -> int:
+        """Sync calls logged so far."""
+        try:
+            return len(_SYNC_CALL.findall(self.log_path.read_bytes()))
+        except FileNotFoundError:
+            return 0
+
+
 def log(message: str) -> None:
     """Progress on stderr, so stdout stays the table."""
     print(f"[{time.strftime('%H:%M:%S')} load {load_average():.2f}] {message}",
@@ -322,9 +385,10 @@ class Plan:
 
     quick: bool
     ingest_reps: int
-    ingest_lines: dict[int, int]  # batch size -> request lines per run
+    ingest_lines: dict[str, dict[int, int]]  # event profile -> batch size -> request lines per run
     sdk_capture_events: int
     backlog: int
+    posthog_js_backlog: int
     drain_reps: int
     drain_budget_s: float  # stop repeating the sidecar's drain once past this
     big_batch: int
@@ -340,18 +404,23 @@ class Plan:
     def full(cls) -> Plan:
         """The published run."""
         return cls(
-            quick=False, ingest_reps=5, ingest_lines={1: 2000, 10: 800, 50: 400},
-            sdk_capture_events=10_000, backlog=100_000, drain_reps=3, drain_budget_s=200.0,
+            quick=False, ingest_reps=5,
+            ingest_lines={"small": {1: 2000, 10: 800, 50: 400}, "posthog-js": {50: 400}},
+            sdk_capture_events=10_000, backlog=100_000, posthog_js_backlog=100_000, drain_reps=3,
+            drain_budget_s=200.0,
             big_batch=500, latency_sends=200, start_runs=10, start_backlog=5_000,
             start_backlog_reps=3, window_s=60.0, sdk_latency_sends=10, capacity_requests=2000,
         )
 
     @classmethod
     def quick_plan(cls) -> Plan:
-        """A smoke run: fewer and smaller runs, a 20,000 backlog, 10 s footprint windows."""
+        """A smoke run: fewer and smaller runs, 20,000 and 10,000 (posthog-js) backlogs, 10 s
+        footprint windows."""
         return cls(
-            quick=True, ingest_reps=3, ingest_lines={1: 1000, 10: 400, 50: 200},
-            sdk_capture_events=5_000, backlog=20_000, drain_reps=2, drain_budget_s=45.0,
+            quick=True, ingest_reps=3,
+            ingest_lines={"small": {1: 1000, 10: 400, 50: 200}, "posthog-js": {50: 200}},
+            sdk_capture_events=5_000, backlog=20_000, posthog_js_backlog=10_000, drain_reps=2,
+            drain_budget_s=45.0,
             big_batch=500, latency_sends=100, start_runs=3, start_backlog=5_000,
             start_backlog_reps=1, window_s=10.0, sdk_latency_sends=2, capacity_requests=500,
         )

@@ -12,6 +12,9 @@ Reference, in turns with the sidecar's runs: the PostHog SDK sending the same ev
 server, every event queued before its consumer thread starts (see `sdk_worker.py`), with and
 without `gzip=True`, at `flush_at` = the sidecar's `--batch-size`; the same clock rule applies.
 
+The posthog-js profile (`profiles.py`, ~2.3 KB per event) is drained the same way at batch 50,
+beside the SDK with `gzip=True` in every turn and `gzip=False` in the first (for its bytes).
+
 Before anything, the server's own capacity is measured with a client that costs next to nothing
 (pre-built gzip bodies over one raw keep-alive socket): it should be far above both rates, so
 the figures are the clients', not the server's.
@@ -43,17 +46,19 @@ from common import (
     workdir,
 )
 from fastserver import CaptureCounter, blast, post_request
+from profiles import events as profile_events
 
-from sidecar_dev.harness import TEST_KEY, pageviews, stop_child
+from sidecar_dev.harness import TEST_KEY, stop_child
 
 TIMEOUT_S = 900.0
+BACKLOG_SEED = 7  # the same events in the sidecar's backlog and the SDK's
 
 
 def server_capacity(
-    server: CaptureCounter, requests: int, batches: tuple[int, ...]
+    server: CaptureCounter, requests: int, batches: tuple[int, ...], profile: str = "small"
 ) -> dict[str, Any]:
     """Events/s the server absorbs from one connection, per batch size, gzip bodies."""
-    events = pageviews(max(batches), seed=99)
+    events = profile_events(profile, max(batches), seed=99)
     capacity: dict[str, Any] = {}
     for batch in batches:
         document = {"api_key": TEST_KEY, "sent_at": "2026-11-26T10:00:00.000Z",
@@ -123,14 +128,16 @@ def sidecar_run(
 class SdkDrainer:
     """The SDK worker process holding the backlog, one run per `go`."""
 
-    def __init__(self, server: CaptureCounter, backlog: int, runs: list[tuple[bool, int]]) -> None:
+    def __init__(self, server: CaptureCounter, backlog: int, runs: list[tuple[bool, int]],
+                 profile: str = "small") -> None:
         self.server = server
         self.backlog = backlog
         self.specs = runs
         spec = ",".join(f"{int(g)}:{f}" for g, f in runs)
         self.process = subprocess.Popen(
             [sys.executable, str(BENCH / "sdk_worker.py"), "drain", "--url", server.url,
-             "--events", str(backlog), "--runs", spec],
+             "--events", str(backlog), "--runs", spec, "--profile", profile,
+             "--seed", str(BACKLOG_SEED)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         self.done = 0
@@ -181,23 +188,35 @@ class SdkDrainer:
         stop_child(self.process)
 
 
-def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
-    """Capacity of the server, then the sidecar's and the SDK's drains in turns."""
-    batch, big = 50, plan.big_batch
-    figures: dict[str, Any] = {"backlog": plan.backlog, "batch": batch, "big_batch": big}
-    figures["server_capacity"] = server_capacity(server, plan.capacity_requests, (batch, big))
-    log("fast server capacity: " + ", ".join(
+def run(plan: Plan, server: CaptureCounter, profile: str = "small") -> dict[str, Any]:
+    """Capacity of the server, then the sidecar's and the SDK's drains in turns.
+
+    `small`: batch 50 beside the SDK with and without gzip, and batch `plan.big_batch` once
+    each. `posthog-js`: `plan.posthog_js_backlog` events at batch 50 only.
+    """
+    small = profile == "small"
+    batch = 50
+    big = plan.big_batch if small else None
+    backlog = plan.backlog if small else plan.posthog_js_backlog
+    figures: dict[str, Any] = {"profile": profile, "backlog": backlog, "batch": batch,
+                               "big_batch": big}
+    figures["server_capacity"] = server_capacity(
+        server, plan.capacity_requests, (batch, big) if big else (batch,), profile)
+    log(f"fast server capacity ({profile}): " + ", ".join(
         f"batch {b}: {c['eps']:,.0f} events/s" for b, c in figures["server_capacity"].items()))
     started = time.monotonic()
     with workdir() as folder:
         template = folder / "template"
-        figures["fill"] = fill_backlog(template, plan.backlog, batch=batch)
-        log(f"backlog of {plan.backlog:,} queued in {time.monotonic() - started:.1f} s; "
-            f"fill rate by tenth {figures['fill']['rates_by_tenth']}")
+        figures["fill"] = fill_backlog(template, backlog, batch=batch, seed=BACKLOG_SEED,
+                                       profile=profile)
+        log(f"backlog of {backlog:,} {profile} events queued in "
+            f"{time.monotonic() - started:.1f} s; fill rate by tenth "
+            f"{figures['fill']['rates_by_tenth']}")
         # The SDK's runs, in the order they are taken: each configuration once, then repeats.
-        sdk_specs = [(False, batch), (True, batch), (True, big)]
-        sdk_specs += [(False, batch), (True, batch)] * (plan.drain_reps - 1)
-        sdk = SdkDrainer(server, plan.backlog, sdk_specs)
+        first_turn = [(False, batch), (True, batch)] + ([(True, big)] if big else [])
+        later_turn = [(False, batch), (True, batch)] if small else [(True, batch)]
+        sdk = SdkDrainer(server, backlog, first_turn + later_turn * (plan.drain_reps - 1),
+                         profile)
         runs: dict[str, list[dict[str, Any]]] = {
             "sidecar": [], "sidecar_big": [], "sdk_gzip": [], "sdk_plain": [], "sdk_gzip_big": [],
         }
@@ -210,29 +229,34 @@ def run(plan: Plan, server: CaptureCounter) -> dict[str, Any]:
                         f"{plan.drain_budget_s:.0f} s)")
                     break
                 runs["sidecar"].append(
-                    sidecar_run(server, template, folder / f"s{rep}", plan.backlog, batch))
-                for _ in range(3 if rep == 0 else 2):
+                    sidecar_run(server, template, folder / f"s{rep}", backlog, batch))
+                for _ in first_turn if rep == 0 else later_turn:
                     result = sdk.next_run()
                     key = ("sdk_gzip" if result["gzip"] else "sdk_plain") if result[
                         "flush_at"] == batch else "sdk_gzip_big"
                     runs[key].append(result)
-                if rep == 0:
+                if rep == 0 and big:
                     runs["sidecar_big"].append(
-                        sidecar_run(server, template, folder / "big", plan.backlog, big))
-                log(f"drain run {rep + 1}: sidecar {runs['sidecar'][-1]['eps']:,.0f}/s "
-                    f"(batch {batch}), SDK gzip {runs['sdk_gzip'][-1]['eps']:,.0f}/s, "
-                    f"plain {runs['sdk_plain'][-1]['eps']:,.0f}/s"
+                        sidecar_run(server, template, folder / "big", backlog, big))
+                log(f"drain {profile} run {rep + 1}: sidecar {runs['sidecar'][-1]['eps']:,.0f}/s "
+                    f"(batch {batch}), SDK gzip {runs['sdk_gzip'][-1]['eps']:,.0f}/s"
+                    + (f", plain {runs['sdk_plain'][-1]['eps']:,.0f}/s"
+                       if len(runs["sdk_plain"]) > rep else "")
                     + (f"; batch {big}: sidecar {runs['sidecar_big'][-1]['eps']:,.0f}/s, "
-                       f"SDK {runs['sdk_gzip_big'][-1]['eps']:,.0f}/s" if rep == 0 else ""))
+                       f"SDK {runs['sdk_gzip_big'][-1]['eps']:,.0f}/s" if rep == 0 and big
+                       else ""))
         finally:
             sdk.close()
     for name, results in runs.items():
+        if not results:
+            continue
         figures[name] = {
             "runs": len(results),
             "eps": median([r["eps"] for r in results]),
             "eps_runs": [round(r["eps"]) for r in results],
             "body_bytes_per_event": median([r["body_bytes_per_event"] for r in results]),
             "wire_bytes_per_event": median([r["wire_bytes_per_event"] for r in results]),
+            "json_bytes_per_event": median([r["json_bytes_per_event"] for r in results]),
             "peak_rss": max((r["peak_rss"] for r in results), default=0),
             "detail": results,
         }

@@ -52,20 +52,61 @@ def _missing(ax: Axes, title: str) -> None:
 
 
 def _ingest(ax: Axes, ing: dict[str, Any] | None) -> None:
-    if not ing:
+    small = _get(ing, "profiles", "small")
+    if not ing or not small:
         _missing(ax, "Ingest")
         return
     labels, values, colors = [], [], []
-    for batch, data in ing["batches"].items():
-        labels += [f"sidecar\nbatch {batch}", f"sqlite\nbatch {batch}"]
-        values += [_num(data["sidecar_eps"]), _num(data["ceiling_eps"])]
-        colors += [SIDECAR, OTHER]
+    for batch, data in small["batches"].items():
+        for level in ing["levels"]:
+            labels.append(f"{level}\nb{batch}")
+            values.append(_num(data["levels"][level]["eps"]))
+            colors.append(SIDECAR)
+        labels.append(f"sqlite\nFULL b{batch}")
+        values.append(_num(data["ceiling"]["full"]["eps"]))
+        colors.append(OTHER)
     labels.append("SDK\ncapture()")
-    values.append(_num(ing["sdk"]["capture_eps"]))
+    values.append(_num(small["sdk"]["capture_eps"]))
     colors.append(REFERENCE)
     _bars(ax, labels, values, colors)
     _target(ax, 50_000, "target 50k (batch 50)")
-    ax.set_title("Ingest: events/s acknowledged (sqlite = raw ceiling)", fontsize=9)
+    ax.set_title("Ingest: events/s acknowledged, by --durability (sqlite = raw ceiling)",
+                 fontsize=9)
+
+
+def _posthog_js(rate_ax: Axes, bytes_ax: Axes, ing: dict[str, Any] | None,
+                dr: dict[str, Any] | None) -> None:
+    prof = _get(ing, "profiles", "posthog-js")
+    if not prof and not dr:
+        _missing(rate_ax, "posthog-js events")
+        _missing(bytes_ax, "posthog-js bytes per event")
+        return
+    labels, values, colors = [], [], []
+    if prof and ing:
+        top = prof["batches"].get(str(prof["sdk"]["batch"]), {})
+        for level in ing["levels"]:
+            labels.append(f"ingest\n{level}")
+            values.append(_num(_get(top, "levels", level, "eps")))
+            colors.append(SIDECAR)
+        labels.append("SDK\ncapture()")
+        values.append(_num(prof["sdk"]["capture_eps"]))
+        colors.append(REFERENCE)
+    if dr:
+        labels += ["drain\nsidecar", "drain\nSDK gzip"]
+        values += [_num(_get(dr, "sidecar", "eps")), _num(_get(dr, "sdk_gzip", "eps"))]
+        colors += [SIDECAR, REFERENCE]
+    _bars(rate_ax, labels, values, colors)
+    size = f", {prof['event_bytes']:,.0f} B/event" if prof else ""
+    rate_ax.set_title(f"posthog-js events{size}: events/s at batch 50", fontsize=9)
+    if not dr:
+        _missing(bytes_ax, "posthog-js bytes per event")
+        return
+    keys = [("sidecar", "sidecar", SIDECAR), ("sdk_gzip", "SDK gzip", REFERENCE),
+            ("sdk_plain", "SDK plain", REFERENCE)]
+    _bars(bytes_ax, [k[1] for k in keys],
+          [_num(_get(dr, k[0], "body_bytes_per_event")) for k in keys], [k[2] for k in keys],
+          "{:,.1f}")
+    bytes_ax.set_title("posthog-js: request body bytes per event, batch 50", fontsize=9)
 
 
 def _drain(drain_ax: Axes, bytes_ax: Axes, dr: dict[str, Any] | None) -> None:
@@ -152,17 +193,18 @@ def _memory(ax: Axes, fp: dict[str, Any], dr: dict[str, Any] | None) -> None:
 
 
 def render(results: dict[str, Any], path: Path) -> None:
-    """Draw the six panels and save them to `path`."""
+    """Draw the eight panels and save them to `path`."""
     f = results["figures"]
     meta = results["meta"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    (ingest_ax, drain_ax, bytes_ax), (latency_ax, start_ax, memory_ax) = axes
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    (ingest_ax, drain_ax, bytes_ax, js_ax), (latency_ax, start_ax, memory_ax, js_bytes_ax) = axes
     fp = f.get("footprint") or {}
     _ingest(ingest_ax, f.get("ingest"))
     _drain(drain_ax, bytes_ax, f.get("drain"))
     _latency(latency_ax, f.get("latency"), fp)
     _start(start_ax, f.get("start"))
     _memory(memory_ax, fp, f.get("drain"))
+    _posthog_js(js_ax, js_bytes_ax, f.get("ingest"), f.get("drain_posthog_js"))
     loads = results.get("loads") or [float("nan")]
     fig.suptitle(
         f"telemetry-sidecar vs references (blue: sidecar, orange: PostHog Python SDK, grey: "

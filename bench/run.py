@@ -1,14 +1,15 @@
 """The benchmark suite, in one command: every figure beside its reference, measured in this run.
 
     .venv/bin/python bench/run.py            # about 10 minutes on a 2-core machine
-    .venv/bin/python bench/run.py --quick    # under 3: fewer runs, 20,000 backlog, 10 s windows
+    .venv/bin/python bench/run.py --quick    # under 4: fewer runs, smaller backlogs, 10 s windows
 
 Writes bench/results.json and bench/results.png and prints the table. Needs the `bench` extra
 (`pip install -e '.[bench]'`: the PostHog SDK as the reference, matplotlib for the plot).
 Figures are medians of repeated runs on a shared machine: the load average is printed and kept
 with them. SIDECAR_COMMAND runs the suite against another build (as `sidecar_dev.driver` reads it).
 
-Modules: ingest.py, drain.py, latency.py, start.py (uses startup.py), footprint.py; the fast
+Modules: ingest.py, drain.py, latency.py, start.py (uses startup.py), footprint.py; the events
+come from profiles.py (`small` page views, and events as posthog-js makes them); the fast
 capture server (fastserver.py) and the SDK runner (sdk_worker.py) are their own processes.
 """
 
@@ -34,6 +35,7 @@ import ingest
 import latency
 import start
 from fastserver import CaptureCounter
+from profiles import POSTHOG_JS_VERSION
 
 from sidecar_dev.driver import sidecar_command
 
@@ -58,21 +60,59 @@ def _row(figure: str, unit: str, sidecar: Any, reference: str = "", ref: Any = N
             "higher_is_better": higher_is_better, "n": n}
 
 
+def _ingest_rows(ing: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per profile: each batch and level beside the sqlite3 ceiling at the same sync level, then
+    the largest batch at each level beside the SDK's `capture()`."""
+    rows = []
+    levels = ing.get("levels", [])
+    for profile, prof in ing.get("profiles", {}).items():
+        tag = "" if profile == "small" else f" {profile}"
+        for batch, data in prof["batches"].items():
+            for level in levels:
+                sync = "full" if level == "full" else "normal"
+                rows.append(_row(f"Ingest{tag}, batch {batch}, {level}", "events/s",
+                                 data["levels"][level]["eps"], f"sqlite3 ceiling, sync {sync}",
+                                 data["ceiling"][sync]["eps"],
+                                 target=">= 50,000" if batch == "50" and level != "normal"
+                                 and profile == "small" else "", n=data["runs"]))
+        sdk = prof["sdk"]
+        top = prof["batches"].get(str(sdk["batch"]))
+        if not top:
+            continue
+        for level in levels:
+            rows.append(_row(f"Ingest{tag}, batch {sdk['batch']}, {level}", "events/s",
+                             top["levels"][level]["eps"], "SDK capture() (memory only)",
+                             sdk["capture_eps"],
+                             target=">= 4x SDK" if level != "normal" else "", n=top["runs"]))
+    return rows
+
+
+def _drain_posthog_js_rows(dr: dict[str, Any]) -> list[dict[str, Any]]:
+    """The posthog-js profile's drain at batch 50: rate, bytes and peak memory beside the SDK."""
+    if not dr:
+        return []
+    b, n = dr["batch"], _get(dr, "sidecar", "runs")
+    name = f"{dr['backlog']:,} posthog-js"
+    return [
+        _row(f"Drain {name}, batch {b}", "events/s", _get(dr, "sidecar", "eps"),
+             "SDK gzip=True", _get(dr, "sdk_gzip", "eps"), n=n),
+        _row(f"Wire bytes/event posthog-js, batch {b}", "bytes",
+             _get(dr, "sidecar", "body_bytes_per_event"), "SDK gzip=True",
+             _get(dr, "sdk_gzip", "body_bytes_per_event"), higher_is_better=False),
+        _row(f"Wire bytes/event posthog-js, batch {b}", "bytes",
+             _get(dr, "sidecar", "body_bytes_per_event"), "SDK gzip=False",
+             _get(dr, "sdk_plain", "body_bytes_per_event"), higher_is_better=False),
+        _row(f"RSS peak draining {name}", "MiB", (_get(dr, "sidecar", "peak_rss") or 0) / MIB
+             or None, "SDK holding them", (_get(dr, "sdk_gzip", "peak_rss") or 0) / MIB or None,
+             higher_is_better=False, n=n),
+    ]
+
+
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The printed (and plotted) table, from the results."""
     f = results["figures"]
     rows = []
-    ing = f.get("ingest") or {}
-    batches = ing.get("batches", {})
-    for batch in batches:
-        rows.append(_row(f"Ingest, batches of {batch}", "events/s",
-                         batches[batch]["sidecar_eps"], "sqlite3 ceiling",
-                         batches[batch]["ceiling_eps"],
-                         target=">= 50,000" if batch == "50" else "", n=batches[batch]["runs"]))
-    if "50" in batches:
-        rows.append(_row("Ingest, batches of 50", "events/s", batches["50"]["sidecar_eps"],
-                         "SDK capture() (memory only)", _get(ing, "sdk", "capture_eps"),
-                         target=">= 4x SDK", n=batches["50"]["runs"]))
+    rows += _ingest_rows(f.get("ingest") or {})
     dr = f.get("drain") or {}
     if dr:
         b, big = dr["batch"], dr["big_batch"]
@@ -95,6 +135,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                          _get(dr, "sidecar_big", "body_bytes_per_event"), "SDK gzip=True",
                          _get(dr, "sdk_gzip_big", "body_bytes_per_event"),
                          higher_is_better=False))
+    rows += _drain_posthog_js_rows(f.get("drain_posthog_js") or {})
     lat = f.get("latency") or {}
     fp = f.get("footprint") or {}
     if lat:
@@ -191,6 +232,46 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"! {name} failed: {error.splitlines()[-1]}")
 
 
+def _ingest_notes(ing: dict[str, Any]) -> list[str]:
+    """What the ingest rows measured: events, levels, CPU and syncs per call."""
+    if not ing:
+        return []
+    out = []
+    profiles = ing.get("profiles", {})
+    if "small" in profiles:
+        out.append(f"events 'small': realistic $pageview, {profiles['small']['event_bytes']:.0f} "
+                   "bytes mean as sent (uuid and timestamp set by the app), properties varying")
+    if "posthog-js" in profiles:
+        out.append(f"events 'posthog-js': as posthog-js {POSTHOG_JS_VERSION} builds them in a "
+                   f"Tauri webview and the client's bridge hands them on, "
+                   f"{profiles['posthog-js']['event_bytes']:,.0f} bytes mean, ~56 properties, "
+                   "$pageview/$autocapture/app events/$pageleave/$exception and $identify with "
+                   "$set_once (bench/profiles.py); the SDK gets $set/$set_once in properties")
+    out.append("levels: full = --durability full (the default: the WAL synced at each grouped "
+               "commit), normal = --durability normal (synced at checkpoints); sqlite3 "
+               "ceilings at synchronous=FULL and NORMAL, one transaction per line")
+    for note in (ing.get("levels_note"), ing.get("syncs_note")):
+        if note:
+            out.append(note)
+    sdk_version = next((p["sdk"]["version"] for p in profiles.values() if p["sdk"]["version"]),
+                       None)
+    out.append(f"SDK capture(): {ing.get('sdk_note', '')}; posthog {sdk_version}")
+    for profile, prof in profiles.items():
+        cpu = []
+        syncs = []
+        for batch, data in prof["batches"].items():
+            for level, figures in data["levels"].items():
+                cpu.append(f"b{batch} {level} {figures['cpu_us_per_event']:.1f}")
+                if figures.get("syncs"):
+                    syncs.append(f"b{batch} {level} {figures['syncs']['syncs_per_call']:.3f}")
+        out.append(f"sidecar CPU per ingested {profile} event (us, its own process, "
+                   "user+sys): " + ", ".join(cpu))
+        if syncs:
+            out.append(f"syncs (fsync+fdatasync) per ph_send_batch call, {profile} (strace, one "
+                       "extra run per level after the timed ones): " + ", ".join(syncs))
+    return out
+
+
 def notes(results: dict[str, Any]) -> list[str]:
     """What a reader needs to read the table right."""
     f = results["figures"]
@@ -198,16 +279,10 @@ def notes(results: dict[str, Any]) -> list[str]:
            "in turns with it, in the same run"]
     if results["quick"]:
         p = results["plan"]
-        out.append(f"--quick: backlog {p['backlog']:,} (not 100,000), footprint windows "
+        out.append(f"--quick: backlogs {p['backlog']:,} and posthog-js "
+                   f"{p['posthog_js_backlog']:,} (not 100,000), footprint windows "
                    f"{p['window_s']:.0f} s (not 60 s), fewer runs; figures are rougher")
-    ing = f.get("ingest")
-    if ing:
-        out.append(f"events: realistic $pageview, {ing['event_bytes']:.0f} bytes mean as sent "
-                   "(uuid and timestamp set by the app), properties varying")
-        out.append("SDK capture(): " + ing["sdk"]["note"] + f"; posthog {ing['sdk']['version']}")
-        per_batch = {b: d["sidecar_cpu_us_per_event"] for b, d in ing["batches"].items()}
-        out.append("sidecar CPU per ingested event (its own process, user+sys): "
-                   + ", ".join(f"batch {b}: {v:.1f} us" for b, v in per_batch.items()))
+    out += _ingest_notes(f.get("ingest") or {})
     dr = f.get("drain")
     if dr:
         cap = dr["server_capacity"]
@@ -233,6 +308,20 @@ def notes(results: dict[str, Any]) -> list[str]:
         dups = [r["duplicates"] for r in side]
         if any(dups):
             out.append(f"duplicates delivered during drain runs: {dups}")
+    js = f.get("drain_posthog_js")
+    if js and js.get("sidecar"):
+        side = js["sidecar"]["detail"]
+        out.append(f"posthog-js drain, batch {js['batch']}: runs (events/s) sidecar "
+                   f"{js['sidecar']['eps_runs']}, SDK gzip {_get(js, 'sdk_gzip', 'eps_runs')}"
+                   f", SDK plain {_get(js, 'sdk_plain', 'eps_runs')}; uncompressed JSON per "
+                   f"event sidecar {side[0]['json_bytes_per_event']:,.0f} B, SDK "
+                   f"{_get(js, 'sdk_plain', 'json_bytes_per_event') or float('nan'):,.0f} B; "
+                   f"sidecar drain CPU "
+                   f"{common.median([r['cpu_us_per_event'] for r in side]):.1f} us/event; fast "
+                   f"server capacity {js['server_capacity']['50']['eps']:,.0f} events/s")
+        dups = [r["duplicates"] for r in side]
+        if any(dups):
+            out.append(f"duplicates delivered during posthog-js drain runs: {dups}")
     fp = f.get("footprint")
     if fp:
         out.append(f"wake-ups (voluntary context switches, all threads) in the "
@@ -265,7 +354,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="under 3 minutes, rougher figures")
     parser.add_argument("--only", action="append", default=[],
-                        choices=["ingest", "drain", "latency", "start", "footprint"],
+                        choices=["ingest", "drain", "drain_posthog_js", "latency", "start",
+                                 "footprint"],
                         help="run only these figures (repeatable)")
     parser.add_argument("--out", default=str(common.BENCH / "results"),
                         help="path without suffix for the .json and .png")
@@ -276,6 +366,7 @@ def main() -> int:
         earlier: dict[str, Any] = json.loads(Path(args.from_json).read_text())
         earlier["table"] = table_rows(earlier)
         earlier["notes"] = notes(earlier)
+        earlier["errors"].pop("plot", None)  # drawn again below
         import plot
 
         plot.render(earlier, Path(args.out).with_suffix(".png"))
@@ -298,6 +389,7 @@ def main() -> int:
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("ingest", lambda: ingest.run(plan, server.url)),
             ("drain", lambda: drain.run(plan, server)),
+            ("drain_posthog_js", lambda: drain.run(plan, server, "posthog-js")),
             ("latency", lambda: latency.run(plan, server)),
             ("start", lambda: start.run(plan, server)),
             ("footprint", lambda: footprint.run(plan, server)),

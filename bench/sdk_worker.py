@@ -8,6 +8,8 @@ A separate process, so the SDK's consumer thread competes for the GIL only with 
     python bench/sdk_worker.py latency --url URL --events N
     python bench/sdk_worker.py backlog --url URL --events N
 
+`--profile` picks the events (`profiles.py`: `small`, the default, or `posthog-js`).
+
 Each prints one JSON line of results on stdout (`latency` also prints one line per send and
 waits for "next" on stdin).
 
@@ -45,8 +47,9 @@ from posthog.version import VERSION  # noqa: E402
 IMPORTED = time.monotonic()
 
 import psutil  # noqa: E402
+from profiles import events as profile_events  # noqa: E402
 
-from sidecar_dev.harness import TEST_KEY, pageviews  # noqa: E402
+from sidecar_dev.harness import TEST_KEY  # noqa: E402
 
 
 def _peak_rss() -> int:
@@ -121,16 +124,25 @@ def _drain_runs(
         print(json.dumps(result), flush=True)
 
 
+def _capture_arguments(event: dict[str, Any]) -> dict[str, Any]:
+    """`capture()`'s keyword arguments for a `/batch/` event.
+
+    `capture()` takes no top-level `$set` / `$set_once`; PostHog reads them from the properties
+    too, so an identify event's person properties go there (same bytes, same meaning).
+    """
+    properties = event["properties"]
+    person = {key: event[key] for key in ("$set", "$set_once") if key in event}
+    if person:
+        properties = {**properties, **person}
+    return {"distinct_id": event["distinct_id"], "properties": properties,
+            "timestamp": event["timestamp"], "uuid": event["uuid"]}
+
+
 def _capture_all(client: Posthog, events: list[dict[str, Any]]) -> float:
+    calls = [(event["event"], _capture_arguments(event)) for event in events]
     started = time.monotonic()
-    for event in events:
-        client.capture(
-            event["event"],
-            distinct_id=event["distinct_id"],
-            properties=event["properties"],
-            timestamp=event["timestamp"],
-            uuid=event["uuid"],
-        )
+    for name, arguments in calls:
+        client.capture(name, **arguments)
     return time.monotonic() - started
 
 
@@ -143,12 +155,13 @@ def main() -> int:
     parser.add_argument("--flush-at", type=int, default=100)
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default="small", help="event profile (profiles.py)")
     parser.add_argument(
         "--runs", default="0:50", help="drain: comma-separated GZIP:FLUSH_AT runs, e.g. 0:50,1:50"
     )
     args = parser.parse_args()
     logging.getLogger("posthog").setLevel(logging.ERROR)
-    events = pageviews(args.events, seed=args.seed)
+    events = profile_events(args.profile, args.events, seed=args.seed)
     result: dict[str, Any] = {
         "sdk_version": VERSION,
         "import_s": IMPORTED - IMPORT_STARTED,
