@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import os
 import sqlite3
@@ -17,8 +18,6 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 from sidecar.queue.durability import Durability, connection_pragmas
 
@@ -138,6 +137,8 @@ class LeaseOwner:
     @classmethod
     def current(cls) -> LeaseOwner:
         """This process."""
+        import psutil  # noqa: PLC0415 - loads with the first lease, not before the first answer
+
         return cls(os.getpid(), psutil.Process().create_time())
 
     @property
@@ -148,6 +149,8 @@ class LeaseOwner:
     @staticmethod
     def is_alive(token: str) -> bool:
         """Whether the process that wrote `token` still runs (same pid and start time)."""
+        import psutil  # noqa: PLC0415 - loads with the first lease looked at
+
         pid_text, _, started_text = token.partition(":")
         try:
             pid, started_at = int(pid_text), float(started_text)
@@ -195,8 +198,7 @@ class Store:
         """Open (creating if needed) the database at `path`; raises StorageUnavailable."""
         self.path = path
         self.durability = durability
-        self.owner = owner or LeaseOwner.current()
-        self._owner_token = self.owner.token
+        self._given_owner = owner
         try:
             _create_private(path, sync=durability is Durability.FULL)
             self._db = sqlite3.connect(
@@ -217,6 +219,16 @@ class Store:
         except (sqlite3.Error, StorageUnavailable):
             self._db.close()
             raise
+
+    @functools.cached_property
+    def owner(self) -> LeaseOwner:
+        """Who this store's leases name: the owner given, else this process (found when first
+        needed, so that psutil loads with the first lease rather than at start)."""
+        return self._given_owner or LeaseOwner.current()
+
+    @functools.cached_property
+    def _owner_token(self) -> str:
+        return self.owner.token
 
     def close(self) -> None:
         """Checkpoint the WAL and close. Safe to call twice."""
