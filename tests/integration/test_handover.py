@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from sidecar_dev.capture import CaptureServer, Delay, Hang, Status
 from sidecar_dev.driver import SidecarProcess
-from sidecar_dev.harness import TEST_KEY, numbered, wait_until
+from sidecar_dev.harness import TEST_KEY, numbered, wait_drained, wait_until
 
 GUARD_S = 20.0  # hang guard for waits that are not about the hand-over
 # The hand-over bound: generous for a loaded 2-core machine, far below a 30 s periodic check.
@@ -44,6 +46,14 @@ def leased_rows(data_dir: Path) -> int:
     finally:
         db.close()
     return int(row[0])
+
+
+def ended(process: psutil.Process) -> bool:
+    """Whether `process` has exited: gone, or a zombie its parent has not reaped yet."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def delivered_after(capture: CaptureServer, uuids: set[str], after: float) -> float | None:
@@ -108,6 +118,25 @@ def test_sigterm_hand_over_reaches_capture_at_once(capture, spawn_sidecar, data_
     assert leased_rows(data_dir) == 0
 
 
+def test_an_app_killing_its_child_hands_over_at_once(capture, spawn_sidecar, data_dir) -> None:
+    """Tauri's `child.kill()` SIGKILLs the direct child only (for the one-file binary, the
+    bootloader, whose program then stops cleanly on SIGTERM): a new process started at once
+    sends the six right after the old program has gone."""
+    capture.script(Hang())
+    old, uuids = hold_six(capture, spawn_sidecar)
+    tree = old.tree()
+    old.process.kill()
+    new = spawn_sidecar(capture.url, api_key=TEST_KEY)  # the relaunch, at once
+    assert new.result("ping")["version"]
+    wait_until(lambda: all(ended(process) for process in tree), "the old program's end")
+    gone_at = time.monotonic()
+    arrived = wait_delivered(capture, uuids, 0.0, "the six events from the new process", new)
+    print(f"child.kill() hand-over: delivered {arrived - gone_at:+.3f} s after the old program "
+          f"exited")
+    assert new.stop() == 0, new.stderr
+    assert leased_rows(data_dir) == 0
+
+
 def test_sigkill_hand_over_reaches_capture_at_once(capture, spawn_sidecar, data_dir) -> None:
     """A process following a holder that is SIGKILLed takes its rows over as it dies."""
     capture.script(Hang())
@@ -116,8 +145,8 @@ def test_sigkill_hand_over_reaches_capture_at_once(capture, spawn_sidecar, data_
     # Started while the rows were held by a live process: nothing to take back at its start.
     assert follower.result("ph_status")["queued"] == 6
     assert leased_rows(data_dir) == 6
-    holder.kill()  # returns once the process tree is dead and reaped
     killed_at = time.monotonic()
+    holder.kill()  # returns once the process tree is dead and reaped
     arrived = wait_delivered(capture, uuids, 0.0, "the six events from the follower", follower)
     print(f"SIGKILL hand-over: delivered {arrived - killed_at:+.3f} s after the kill")
     assert "took back 6 events" in follower.stderr
@@ -140,7 +169,8 @@ def test_a_live_process_handing_rows_back_lets_the_other_send_them(
                              "other process", holder, other)
     print(f"live hand-back: delivered {arrived - handed_back_at:+.3f} s after the 503 was seen")
     assert holder.running and other.running
-    assert other.result("ph_status")["delivered"] == 6
+    # Capture records a request before it answers: the deletion follows its 2xx.
+    assert wait_drained(other, GUARD_S)["delivered"] == 6
     # The holder waits out its backoff, longer than the bound: the other process sent them.
     backoff = re.search(r"next attempt in ([0-9.]+) s", holder.stderr)
     assert backoff is not None and float(backoff.group(1)) > HANDOVER_BOUND_S, holder.stderr
