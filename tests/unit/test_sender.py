@@ -36,6 +36,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -52,12 +53,12 @@ from support import store_probe as probe
 from support.events import normalize_event
 
 from sidecar.delivery.flush import FlushState, WaitReason
-from sidecar.delivery.httpclient import TransportEndpoint
 from sidecar.delivery.handover import RECHECK_S, Handover
+from sidecar.delivery.httpclient import TransportEndpoint
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
-from sidecar.queue.store import LeaseOwner, Store, StoreStatus
+from sidecar.queue.store import STALE_LEASE_S, LeaseOwner, Store, StoreStatus
 
 T = TypeVar("T")
 
@@ -1154,3 +1155,26 @@ async def test_without_pidfds_a_holder_that_ends_is_seen_at_the_next_look(
         await store.aclose()
     assert ended_at == [2 * RECHECK_S]
     assert lease_owners(db_path) == [None]
+
+
+async def test_a_look_takes_back_the_stale_leases_of_a_live_holder(tmp_path: Path) -> None:
+    """A live process holding a lease past STALE_LEASE_S counts as hung: the look takes the
+    rows back and finds them free; a younger lease of the same process is left alone."""
+    db_path = tmp_path / "telemetry.db"
+    store = StillClockStore(db_path)
+    handover = Handover(store, use_pidfd=False)
+    try:
+        with live_holder(db_path) as (holder, _):
+            holder.enqueue(KEY_A, ["{}", "{}"], max_queue=10)
+            young = time.time()
+            assert probe.claim(holder, 1, max_bytes=1 << 20, now=young) is not None
+            before = await handover.look([])
+            assert probe.claim(holder, 1, max_bytes=1 << 20,
+                               now=young - STALE_LEASE_S - 1) is not None
+            after = await handover.look([])
+    finally:
+        await store.aclose()
+    assert (before.free, list(before.holders)) == (True, [holder.owner.token])
+    assert after.free
+    assert after.holders == {holder.owner.token: young}
+    assert lease_owners(db_path) == [holder.owner.token, None]

@@ -551,6 +551,34 @@ def test_recover_leases_keeps_own_fresh_leases(store: Store) -> None:
     assert probe.claim(store, 1, max_bytes=BIG, now=T0 + 1) is None
 
 
+def test_holdings_show_free_rows_and_the_other_holders_with_their_oldest_lease(
+    db_path: Path,
+) -> None:
+    """`holdings` says whether rows of keys not excluded are free, and lists every other
+    process holding leases with its oldest `leased_at`; the reader's own leases are not listed."""
+    reader = Store(db_path)
+    first = Store(db_path, owner=impostor_owner())
+    second = Store(db_path, owner=dead_owner())
+    try:
+        reader.enqueue("k", bodies(1, 2, 3), max_queue=100)
+        reader.enqueue("other", bodies(4), max_queue=100)
+        assert reader.holdings().free
+        assert reader.holdings().holders == {}
+        assert probe.claim(first, 1, max_bytes=BIG, now=T0) is not None
+        assert probe.claim(first, 1, max_bytes=BIG, now=T0 + 5) is not None
+        assert probe.claim(second, 1, max_bytes=BIG, now=T0 + 7) is not None
+        assert probe.claim(reader, 1, max_bytes=BIG, now=T0 + 9) is not None  # key "other"
+        held = reader.holdings()
+        assert held.holders == {first.owner.token: T0, second.owner.token: T0 + 7}
+        assert not held.free
+        reader.enqueue("k", bodies(5), max_queue=100)
+        assert reader.holdings().free
+        assert not reader.holdings(exclude_keys=["k"]).free
+    finally:
+        for s in (reader, first, second):
+            s.close()
+
+
 # --- opt-out -------------------------------------------------------------------------------
 
 
