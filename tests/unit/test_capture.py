@@ -8,8 +8,6 @@ import json
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
-import pytest
-
 from sidecar.delivery.capture import BodyDraft
 
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
@@ -45,21 +43,35 @@ def test_batch_body_splices_stored_bodies_byte_for_byte() -> None:
     assert text.endswith(b'"}')
 
 
-def test_a_draft_finishes_once_into_a_whole_gzip_member() -> None:
+def test_a_draft_finishes_into_a_whole_gzip_member_at_each_time() -> None:
     """A draft compressed before the attempt's time is known finishes into one whole gzip
-    member (nothing after its trailer) holding the events and that time; it cannot be
-    finished twice, and two drafts of the same events give the same bytes."""
-    sent_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    member (nothing after its trailer, whose CRC-32 and length zlib checks) holding the events
+    and that time; finished again it gives a whole member with the new time, and two drafts of
+    the same events give the same bytes."""
+    first = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    second = datetime(2027, 6, 7, 8, 9, 10, tzinfo=UTC)
     draft = BodyDraft("phc_key", BODIES)
-    body = draft.finish(sent_at)
-    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    document = json.loads(member.decompress(body))
-    assert member.eof and member.unused_data == b""
-    assert document == {"api_key": "phc_key", "batch": [json.loads(b) for b in BODIES],
-                        "sent_at": "2026-01-02T03:04:05.000Z"}
-    with pytest.raises(RuntimeError):
-        draft.finish(sent_at)
-    assert BodyDraft("phc_key", BODIES).finish(sent_at) == body  # no mtime, no hidden state
+    times = ((first, "2026-01-02T03:04:05.000Z"), (second, "2027-06-07T08:09:10.000Z"))
+    for sent_at, stamp in times:
+        body = draft.finish(sent_at)
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        document = json.loads(member.decompress(body))
+        assert member.eof and member.unused_data == b""
+        assert document == {"api_key": "phc_key", "batch": [json.loads(b) for b in BODIES],
+                            "sent_at": stamp}
+    assert BodyDraft("phc_key", BODIES).finish(first) == draft.finish(first)  # no mtime
+
+
+def test_a_large_draft_is_compressed_and_finishes_whole() -> None:
+    """Half a megabyte of varied events (deflated across many blocks) still finishes into one
+    gzip member that the standard library reads back exactly, smaller than its text."""
+    bodies = [json.dumps({"event": f"e{i}", "distinct_id": f"u{i * 7919 % 10007}",
+                          "properties": {"n": i, "s": "é" * (i % 13)}}) for i in range(8000)]
+    body = BodyDraft("k", bodies).finish(NOW)
+    text = gzip.decompress(body)
+    assert json.loads(text)["batch"] == [json.loads(b) for b in bodies]
+    assert len(text) > 500_000
+    assert len(body) < len(text) / 4
 
 
 def test_batch_body_converts_sent_at_to_utc() -> None:
