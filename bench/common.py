@@ -381,7 +381,7 @@ def log(message: str) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """How much of everything to run: `full()` fits about 10 minutes here, `quick()` under 3."""
+    """How much of everything to run: `full()` fits about 13 minutes here, `quick()` under 3."""
 
     quick: bool
     ingest_reps: int

@@ -169,7 +169,9 @@ def _batch_runs(plan: Plan, server_url: str, profile: str, batch: int, *, line_c
                 ceiling.ingest(warm)
             for rep in range(plan.ingest_reps):
                 loads.append(load_average())
-                for level, sidecar in sidecars.items():
+                # Levels take turns going first, so neither always runs on a warmer machine.
+                order = list(sidecars.items())
+                for level, sidecar in order if rep % 2 == 0 else reversed(order):
                     rate, cpu = _timed_run(sidecar, lines, batch, count)
                     rates[level].append(rate)
                     cpu_us[level].append(cpu)
