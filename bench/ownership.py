@@ -13,6 +13,9 @@ copies, at both durability levels:
   (pid and start time, taken over when that process is gone, given up when the queue is empty);
   a claim only reads the oldest rows, a completion deletes them. Other processes only enqueue.
 
+- `ranges`: a third design for comparison: each process leases one range of ids of one key,
+  recorded as one `ph_meta` entry, so processes still send side by side without writing every row.
+
 The log is never checkpointed during a run, so its size is everything the runs wrote.
 """
 
@@ -100,6 +103,67 @@ class OwnedStore(Store):
         ).rowcount
 
 
+class RangeStore(Store):
+    """A third design, for comparison: each process leases one range of ids of one key, kept
+    as one `ph_meta` entry (`lease:<owner>`), instead of writing its owner on every row. Claims
+    skip the other processes' ranges and rows leased the per-row way."""
+
+    def _claim(
+        self,
+        db: sqlite3.Connection,
+        limit: int,
+        max_bytes: int,
+        exclude_keys: Collection[str],
+        now: float | None,
+    ) -> Claim | None:
+        mine = f"lease:{self._owner_token}"
+        ranges = [
+            (str(key), *str(value).split("\x1f")[:3])
+            for key, value in db.execute(
+                "SELECT key, value FROM ph_meta WHERE key >= 'lease:' AND key < 'lease;'"
+            )
+            if key != mine
+        ]
+        excluded = list(exclude_keys)
+        key_filter = f"AND api_key NOT IN ({_marks(len(excluded))})" if excluded else ""
+        skip = "".join(" AND NOT (api_key = ? AND id BETWEEN ? AND ?)" for _ in ranges)
+        skip_args = [arg for _, key, first, last in ranges for arg in (key, int(first), int(last))]
+        first_row = db.execute(
+            f"SELECT id, api_key FROM ph_event_queue WHERE lease_owner IS NULL {key_filter}"
+            f"{skip} ORDER BY id LIMIT 1",
+            [*excluded, *skip_args],
+        ).fetchone()
+        if first_row is None:
+            db.execute("DELETE FROM ph_meta WHERE key = ?", (mine,))
+            return None
+        first_id, api_key = int(first_row[0]), str(first_row[1])
+        candidates = db.execute(
+            "SELECT id, body, retry_count FROM ph_event_queue "
+            f"WHERE id >= ? AND lease_owner IS NULL AND api_key = ?{skip} ORDER BY id LIMIT ?",
+            (first_id, api_key, *skip_args, limit),
+        ).fetchall()
+        chosen: list[QueuedEvent] = []
+        total = 0
+        for row_id, body, retry_count in candidates:
+            size = len(body) if body.isascii() else len(body.encode("utf-8"))
+            if chosen and total + size > max_bytes:
+                break
+            chosen.append(QueuedEvent(row_id, body, retry_count))
+            total += size
+        leased_at = time.time() if now is None else now
+        record = f"{api_key}\x1f{chosen[0].id}\x1f{chosen[-1].id}\x1f{leased_at}"
+        db.execute(_PUT_META, (mine, record))
+        return Claim(api_key, tuple(chosen))
+
+    def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        return db.execute(
+            f"DELETE FROM ph_event_queue WHERE id IN ({_marks(len(ids))})",
+            list(ids),
+        ).rowcount
+
+
 def make_backlog(path: Path, events: int, pad: int) -> None:
     """A queue file holding `events` page views of one key (each with `pad` more characters),
     checkpointed into the main file."""
@@ -122,7 +186,7 @@ def drain_once(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(source, target)
-    kind = OwnedStore if design == "owner" else Store
+    kind = {"leases": Store, "owner": OwnedStore, "ranges": RangeStore}[design]
     store = kind(target, durability=durability)
     store._db.execute("PRAGMA wal_autocheckpoint = 0")
     wal_before = os.stat(f"{target}-wal").st_size
@@ -158,7 +222,7 @@ def main() -> int:
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             for durability in (Durability.NORMAL, Durability.FULL):
-                for design in ("leases", "owner"):
+                for design in ("leases", "owner", "ranges"):
                     figures = drain_once(design, source, workdir, durability)
                     results.setdefault((design, durability.value), []).append(figures)
     print(f"# store cost per request: {args.events:,} events (+{args.pad} B each), "
