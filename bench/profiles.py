@@ -372,3 +372,32 @@ def events(profile: str, count: int, seed: int = 1) -> list[dict[str, Any]]:
 def api_key(profile: str) -> str | None:
     """The `api_key` a `ph_send_batch` line of `profile` carries (posthog-js's token), or None."""
     return TEST_KEY if profile == "posthog-js" else None
+
+
+def main() -> int:
+    """Print what a profile's events are like: count by event name, sizes, properties."""
+    import argparse
+    import json
+    import statistics
+    from collections import Counter
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("profile", nargs="?", default="posthog-js", choices=PROFILES)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    sample = events(args.profile, args.events, args.seed)
+    sizes = [len(json.dumps(e, separators=(",", ":"))) for e in sample]
+    print(f"{args.profile}: {len(sample):,} events, {statistics.fmean(sizes):,.0f} bytes mean "
+          f"({min(sizes):,}-{max(sizes):,}), "
+          f"{statistics.fmean(len(e['properties']) for e in sample):.1f} properties mean")
+    by_name: dict[str, list[int]] = {}
+    for event, size in zip(sample, sizes, strict=True):
+        by_name.setdefault(event["event"], []).append(size)
+    for name, count in Counter(e["event"] for e in sample).most_common():
+        print(f"  {name:<18} {count / len(sample):6.1%}  {statistics.fmean(by_name[name]):7,.0f} B")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
