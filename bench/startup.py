@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/startup.py                 # python -m sidecar, and dist/ builds found
     .venv/bin/python bench/startup.py -n 5 --command dist/telemetry-sidecar-x86_64-unknown-linux-gnu
+    .venv/bin/python bench/startup.py --variants      # builds of the spec's variants, side by side
+
+`--variants` builds, in a temporary folder, the one-file binary as shipped, the same with
+PyInstaller's default compression (`--compress`), the same without the spec's trimming
+(`--no-trim`), and the onedir build, then measures them beside `python -m sidecar`. The one-file
+minus the onedir figure is what unpacking the bundle costs at each start.
 
 Each start writes a `ping` the moment the process exists (as a Tauri app does right after
 `spawn()`), times the answer, then closes stdin and waits for the exit. One unmeasured start per
@@ -95,6 +101,30 @@ def measure(commands: list[list[str]], runs: int) -> list[list[tuple[float, floa
     return times
 
 
+# Builds of build/telemetry-sidecar.spec that --variants measures: label, spec options.
+VARIANTS = [
+    ("one-file", []),
+    ("one-file, compressed", ["--compress"]),
+    ("one-file, untrimmed", ["--no-trim"]),
+    ("onedir", ["--onedir"]),
+]
+
+
+def build_variant(folder: Path, label: str, options: list[str]) -> list[str]:
+    """Build one variant of the spec under `folder`; returns the command that runs it."""
+    name = "tsc-" + "".join(c if c.isalnum() else "-" for c in label)
+    subprocess.run(
+        [sys.executable, "-m", "PyInstaller", str(ROOT / "build" / "telemetry-sidecar.spec"),
+         "--noconfirm", "--clean", "--log-level=WARN", f"--distpath={folder / 'dist'}",
+         f"--workpath={folder / 'work' / name}", "--", f"--name={name}", *options],
+        check=True, cwd=ROOT,
+    )
+    suffix = ".exe" if sys.platform == "win32" else ""
+    if "--onedir" in options:
+        return [str(folder / "dist" / f"{name}-onedir" / f"{name}{suffix}")]
+    return [str(folder / "dist" / f"{name}{suffix}")]
+
+
 def size_of(command: list[str]) -> str:
     """The on-disk size of a frozen build (the file, or the folder for onedir)."""
     path = Path(command[0])
@@ -113,15 +143,30 @@ def main() -> int:
     parser.add_argument(
         "--command", action="append", default=[], help="a command to measure (repeatable)"
     )
+    parser.add_argument(
+        "--variants", action="store_true", help="build the spec's variants and measure them"
+    )
     args = parser.parse_args()
-    commands = [(Path(shlex.split(c)[0]).name[:20], shlex.split(c)) for c in args.command] or [
-        ("python -m sidecar", [sys.executable, "-m", "sidecar"]),
-        *frozen_builds(),
-    ]
+    with tempfile.TemporaryDirectory(prefix="tsc-variants-") as tmp:
+        if args.variants:
+            commands = [("python -m sidecar", [sys.executable, "-m", "sidecar"])]
+            for label, options in VARIANTS:
+                print(f"building {label} ...", flush=True)
+                commands.append((label, build_variant(Path(tmp), label, options)))
+        else:
+            commands = [
+                (Path(shlex.split(c)[0]).name[:20], shlex.split(c)) for c in args.command
+            ] or [("python -m sidecar", [sys.executable, "-m", "sidecar"]), *frozen_builds()]
+        report(commands, args.runs)
+    return 0
+
+
+def report(commands: list[tuple[str, list[str]]], runs: int) -> None:
+    """Measure `commands` in turns and print one line each."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"spawn -> first ping answer, median of {args.runs} starts (load average {load:.2f})")
+    print(f"spawn -> first ping answer, median of {runs} starts (load average {load:.2f})")
     print(f"{'how':<20} {'median':>8} {'min':>8} {'max':>8} {'cpu':>8} {'size':>9}  command")
-    results = measure([command for _, command in commands], args.runs)
+    results = measure([command for _, command in commands], runs)
     for (label, command), samples in zip(commands, results, strict=True):
         wall = [w for w, _ in samples]
         cpu = statistics.median(c for _, c in samples)
@@ -130,7 +175,6 @@ def main() -> int:
             f" {max(wall) * 1e3:>6.0f}ms {cpu * 1e3:>6.0f}ms {size_of(command):>9}"
             f"  {shlex.join(command)}"
         )
-    return 0
 
 
 if __name__ == "__main__":
