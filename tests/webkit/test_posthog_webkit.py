@@ -127,9 +127,8 @@ def test_offline_crash_and_restart_then_online_delivers_everything(page: Page) -
     assert page.capture.events == []
 
     page.capture.set_default(None)
-    # The guard stays under the sidecar's 30 s idle look at other processes' leases: what the
-    # killed process held must come back when the new one starts (the hand-over contract), not
-    # at that look.
+    # What the killed process held comes back through the new one within a second of its end
+    # (the hand-over contract); the guard only bounds a hang.
     received = wait_until_delivered(page, (e["uuid"] for e in taken), timeout=20)
     assert arrivals(received) == Counter(e["uuid"] for e in taken)
     assert page.call("returned") == []
