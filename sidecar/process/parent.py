@@ -287,15 +287,15 @@ async def _by_process_handle(ppid: int, poll_s: float) -> _Seen:
             return None
         return (times[0].dwHighDateTime << 32) | times[0].dwLowDateTime
 
-    try:
-        parent_created, own_created = created(handle), created(kernel32.GetCurrentProcess())
-        if parent_created is not None and own_created is not None and (
-            parent_created > own_created
-        ):
-            return _Seen.GONE  # a process started after us reuses the pid: ours is gone
-        await trio.lowlevel.WaitForSingleObject(handle)
-    finally:
+    parent_created, own_created = created(handle), created(kernel32.GetCurrentProcess())
+    if parent_created is not None and own_created is not None and parent_created > own_created:
         kernel32.CloseHandle(handle)
+        return _Seen.GONE  # a process started after us reuses the pid: ours is gone
+    # Cancelled, the handle stays open: trio's waiting thread may still be in its wait on it for
+    # a moment, and closing a handle under a pending wait is undefined. The app is stopping
+    # then, and the handle goes with the process.
+    await trio.lowlevel.WaitForSingleObject(handle)
+    kernel32.CloseHandle(handle)
     return _Seen.GONE
 
 

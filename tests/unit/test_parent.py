@@ -22,6 +22,9 @@ from sidecar.process.parent import (
 
 GUARD_S = 10.0
 POLL_ONLY = (Watcher.POLL,)
+# The watcher each platform the sidecar ships to waits with.
+SHIPPED_TO = {"linux": Watcher.PIDFD, "darwin": Watcher.KQUEUE, "win32": Watcher.PROCESS_HANDLE}
+shipped_only = pytest.mark.skipif(sys.platform not in SHIPPED_TO, reason="not a shipped platform")
 # A launcher that stays in front of its command, as a shell wrapper or process manager would.
 LAUNCHER = "import subprocess, sys; subprocess.run(sys.argv[1:])"
 
@@ -55,11 +58,11 @@ def test_each_platform_gets_its_watcher_and_the_poll_last(
     assert choose_watchers(facts) == expected
 
 
+@shipped_only
 def test_this_platform_waits_without_polling() -> None:
     """On the platforms the sidecar ships to, the first choice here is not the poll."""
     chosen = choose_watchers(PlatformFacts.current(os.getppid()))
-    first = {"linux": Watcher.PIDFD, "darwin": Watcher.KQUEUE, "win32": Watcher.PROCESS_HANDLE}
-    assert chosen[0] is first[sys.platform]
+    assert chosen[0] is SHIPPED_TO[sys.platform]
     assert chosen[-1] is Watcher.POLL
 
 
@@ -98,9 +101,11 @@ async def test_pidfd_watch_ends_once_the_app_is_stopping(autojump_clock: trio.ab
     # Reaching here means the watch returned by itself.
 
 
-@linux_only
-def test_pidfd_watch_notices_a_killed_parent_for_real() -> None:
-    """A process whose parent is SIGKILLed learns it through the pidfd alone (no poll)."""
+@shipped_only
+def test_this_platforms_watcher_notices_a_killed_parent_for_real() -> None:
+    """A process whose parent is killed learns it through this platform's watcher alone, with
+    no poll to fall back on (pidfd on Linux, kqueue on macOS, the process handle on Windows)."""
+    watcher = SHIPPED_TO[sys.platform]
     child = (
         "import logging, sys, trio\n"
         "from sidecar.process.parent import Watcher, watch_parent\n"
@@ -108,7 +113,7 @@ def test_pidfd_watch_notices_a_killed_parent_for_real() -> None:
         "async def main():\n"
         "    stopping = trio.Event()\n"
         "    print('watching', flush=True)\n"
-        "    await watch_parent(stopping, watchers=[Watcher.PIDFD], poll_s=3600)\n"
+        f"    await watch_parent(stopping, watchers=[Watcher.{watcher.name}], poll_s=3600)\n"
         "    print('stopping' if stopping.is_set() else 'returned', flush=True)\n"
         "trio.run(main)\n"
     )
@@ -119,16 +124,16 @@ def test_pidfd_watch_notices_a_killed_parent_for_real() -> None:
     )
     try:
         assert launcher.stdout is not None and launcher.stderr is not None
-        assert launcher.stdout.readline() == b"watching\n"
-        launcher.kill()
+        assert launcher.stdout.readline().strip() == b"watching"
+        launcher.kill()  # SIGKILL; TerminateProcess on Windows
         launcher.wait(GUARD_S)
         # The grandchild keeps the pipes open until it exits; the guard bounds a hang.
         out, err = launcher.communicate(timeout=GUARD_S)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert out == b"stopping\n", err
-    assert b"pidfd: the parent is gone" in err, err
+    assert out.strip() == b"stopping", err
+    assert f"{watcher.value}: the parent is gone".encode() in err, err
     assert b"is gone; stopping" in err, err
 
 
