@@ -5,23 +5,14 @@ against the fake capture server: headers, kept connections, and every way an ans
 
 from __future__ import annotations
 
-import h11
 import httpx
 import pytest
 import trio
 import trio.testing
 from httpx._utils import get_environment_proxies
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sidecar import __version__
-from sidecar.delivery.direct import (
-    KEEPALIVE_EXPIRY_S,
-    MAX_ANSWER_BYTES,
-    DirectEndpoint,
-    PlainAnswer,
-    read_plain_answer,
-)
+from sidecar.delivery.direct import KEEPALIVE_EXPIRY_S, MAX_ANSWER_BYTES, DirectEndpoint
 from sidecar.delivery.httpclient import TransportEndpoint, make_endpoint, proxy_for
 from sidecar.delivery.policy import FailureKind, Response, TransportFailure
 from sidecar_dev.capture.faults import DropConnection, Hang, ResetMidBody, Status
@@ -359,139 +350,3 @@ async def test_direct_connection_the_server_closed_while_idle_is_replaced(
         assert len(second.requests) == 1
     await endpoint.aclose()
     assert connects.count == 2
-
-
-# ---- read_plain_answer: the usual answer without h11, and h11 for everything else -----------
-
-PLAIN_OK = (
-    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"status":1}'
-)
-
-
-def h11_reading(data: bytes) -> tuple[int, str | None, bool] | None:
-    """What h11 makes of `data` as the answer to a POST: (status, Retry-After joined with ", ",
-    whether the connection can carry the next request), or None when the answer is not whole
-    in `data` or h11 refuses it."""
-    protocol = h11.Connection(h11.CLIENT)
-    protocol.send(h11.Request(method="POST", target="/batch/",
-                              headers=[("Host", "h"), ("Content-Length", "1")]))
-    protocol.send(h11.Data(data=b"x"))
-    protocol.send(h11.EndOfMessage())
-    protocol.receive_data(data)
-    protocol.receive_data(b"")  # nothing more will come
-    try:
-        head = protocol.next_event()
-        while type(head) is h11.InformationalResponse:
-            head = protocol.next_event()
-        if type(head) is not h11.Response:
-            return None
-        while type(event := protocol.next_event()) is h11.Data:
-            pass
-    except h11.RemoteProtocolError:
-        return None
-    if type(event) is not h11.EndOfMessage:
-        return None
-    values = [v for k, v in head.headers if k == b"retry-after"]
-    reuse = protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
-    return head.status_code, b", ".join(values).decode() if values else None, reuse
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (PLAIN_OK, PlainAnswer(200, None, keep_alive=True)),
-        (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n",
-         PlainAnswer(503, "9", keep_alive=True)),
-        (b"HTTP/1.1 429 \r\nretry-after:  2 \r\nRETRY-AFTER: Wed, 21 Oct 2026 07:28:00 GMT\r\n"
-         b"content-length: 2\r\n\r\n{}",
-         PlainAnswer(429, "2, Wed, 21 Oct 2026 07:28:00 GMT", keep_alive=True)),
-        (b"HTTP/1.1 200\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0\r\n\r\n",
-         PlainAnswer(200, None, keep_alive=False)),
-        (b"HTTP/1.1 599 Odd\r\nContent-Length: 007\r\n\r\n1234567", PlainAnswer(599, None, True)),
-    ],
-)
-def test_read_plain_answer_takes_the_usual_answer_as_h11_would(
-    data: bytes, expected: PlainAnswer
-) -> None:
-    """A whole HTTP/1.1 answer with one Content-Length gives its status, its Retry-After
-    values joined, and whether the connection stays open, the same as h11 reads it."""
-    assert read_plain_answer(data) == expected
-    assert h11_reading(data) == tuple(expected)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        PLAIN_OK[:-1],  # body not all here
-        PLAIN_OK + b"HTTP/1.1 200 OK\r\n",  # more after the answer
-        PLAIN_OK[: PLAIN_OK.index(b"\r\n\r\n")],  # head not finished
-        PLAIN_OK.replace(b"HTTP/1.1", b"HTTP/1.0"),
-        b"HTTP/1.1 100 Continue\r\n\r\n" + PLAIN_OK,
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n",  # framed by the close
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\nX-A: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\n{}",
-        b"HTTP/1.1 200 OK\r\n\r\n",
-        b"",
-        b"garbage\r\n\r\n",
-    ],
-)
-def test_read_plain_answer_turns_down_all_else(data: bytes) -> None:
-    """Anything but one whole plain answer (part of one, more than one, HTTP/1.0, 1xx first,
-    chunked or close-framed bodies, doubtful Content-Length, folded, misnamed, non-ASCII or
-    LF-split header lines, a body on a 204) is left to h11."""
-    assert read_plain_answer(data) is None
-
-
-_FIELD_NAMES = st.sampled_from(
-    ["Retry-After", "retry-after", "Connection", "X-Thing", "Date", "Content-Type",
-     "Transfer-Encoding", "Content-Length", "Bad Name", ""]
-)
-_FIELD_VALUES = st.one_of(
-    st.sampled_from(["9", "close", "keep-alive", "Keep-Alive, close", "application/json",
-                     "Wed, 21 Oct 2026 07:28:00 GMT", "  9  ", "", "a\tb", "chunked", "2"]),
-    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=6),
-)
-
-
-@settings(max_examples=500)
-@given(
-    version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2"]),
-    status=st.sampled_from(
-        [b"200", b"201", b"204", b"400", b"429", b"503", b"100", b"999", b"2x0"]
-    ),
-    reason=st.sampled_from([b" OK", b"", b" ", b" Too Many Requests", b" \xe9"]),
-    fields=st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=4),
-    length=st.sampled_from(["right", "right", "right", "wrong", "none"]),
-    body=st.sampled_from([b"", b"{}", b'{"status":1}', b"2\r\n{}\r\n0\r\n\r\n"]),
-    extra=st.sampled_from([b"", b"", b"", b"x", b"HTTP/1.1 200 OK\r\n"]),
-)
-def test_read_plain_answer_agrees_with_h11_on_whatever_it_takes(
-    *,
-    version: bytes,
-    status: bytes,
-    reason: bytes,
-    fields: list[tuple[str, str]],
-    length: str,
-    body: bytes,
-    extra: bytes,
-) -> None:
-    """For generated answers (statuses, reasons, versions, header names and values of every
-    kind, right, wrong or missing lengths, bodies of every framing, bytes after the answer),
-    whenever read_plain_answer takes one, h11 reads the same status, Retry-After and
-    keep-alive from it."""
-    if length != "none":
-        size = len(body) + (length == "wrong")
-        fields = [*fields, ("Content-Length", str(size))]
-    head = version + b" " + status + reason + b"\r\n"
-    head += b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in fields)
-    data = head + b"\r\n" + body + extra
-    plain = read_plain_answer(data)
-    if plain is not None:
-        assert h11_reading(data) == tuple(plain)
