@@ -1,32 +1,31 @@
-"""One delivery attempt over HTTP: the endpoint that makes it, and how it is chosen.
+"""One delivery attempt over HTTP, and the transport that carries it.
 
 Imported on the first send: httpx and the TLS context are a large share of start-up time, and a
 sidecar with an empty queue never needs them.
 
-`make_endpoint` decides once, at the first send, how requests reach capture: straight over one
-keep-alive connection (`sidecar.delivery.direct`, h11 over trio) unless the environment names a
-proxy for the host; through a proxy, requests go to an `httpx.AsyncHTTPTransport` that knows
-the proxy (`TransportEndpoint`). Either way no `httpx.AsyncClient` sits in between: the host is
-fixed at spawn, so the client's per-request work (merging URLs and headers, cookies, auth and
-redirect handling, choosing a proxy) decides nothing here and would cost CPU on every request.
+Requests go straight to an `httpx.AsyncHTTPTransport` rather than through `httpx.AsyncClient`:
+the host is fixed at spawn, so the client's per-request work (merging URLs and headers, cookies,
+auth and redirect handling, choosing a proxy) decides nothing here and would cost CPU on every
+request. What the client would decide once is decided once, in `make_transport`.
 
-`post` reports what happened, an answer or a named transport failure; what that means for the
-events is decided in `sidecar.delivery.policy`.
+`Endpoint.post` reports what happened, an answer or a named transport failure; what that means
+for the events is decided in `sidecar.delivery.policy`.
 """
 
 from __future__ import annotations
 
+import ssl
 import urllib.request
-from typing import Protocol
 
 import httpx
 import trio
 
 from sidecar import __version__
-from sidecar.delivery.direct import MAX_ANSWER_BYTES, DirectEndpoint
 from sidecar.delivery.policy import Answer, FailureKind, Response, TransportFailure
-from sidecar.delivery.tls import client_ssl_context, describe_connect_failure
+from sidecar.delivery.tls import client_ssl_context
 
+# Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
+MAX_ANSWER_BYTES = 64 * 1024
 _HEADERS = (
     (b"User-Agent", f"telemetry-sidecar/{__version__}".encode("ascii")),
     (b"Content-Type", b"application/json"),
@@ -34,35 +33,10 @@ _HEADERS = (
 )
 
 
-class Endpoint(Protocol):
-    """Capture's `/batch/` URL, as the sender uses it."""
-
-    async def post(self, body: bytes, timeout: float) -> Answer:  # noqa: ASYNC109
-        """POST one gzip body; the answer's status and Retry-After, or why none came."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close the connections."""
-        ...
-
-
-def make_endpoint(url: str) -> Endpoint:
-    """The endpoint for `url`: OS trust store, always verifying; direct, or through the proxy
+def make_transport(url: str) -> httpx.AsyncBaseTransport:
+    """The transport to capture at `url`: OS trust store, always verifying, through the proxy
     that the environment (or, on macOS and Windows, the system settings) names for it."""
-    context = client_ssl_context()
-    proxy = proxy_for(url)
-    if proxy is not None:
-        return TransportEndpoint(url, httpx.AsyncHTTPTransport(verify=context, proxy=proxy))
-    target = httpx.URL(url)  # the parser the host was checked against (see options)
-    return DirectEndpoint(
-        scheme=target.scheme,
-        host=target.raw_host.decode("ascii"),
-        port=target.port or (443 if target.scheme == "https" else 80),
-        authority=target.netloc,
-        target=target.raw_path,
-        headers=_HEADERS,
-        ssl_context=context,
-    )
+    return httpx.AsyncHTTPTransport(verify=client_ssl_context(), proxy=proxy_for(url))
 
 
 def proxy_for(url: str) -> str | None:
@@ -87,9 +61,8 @@ def proxy_for(url: str) -> str | None:
     return chosen if "://" in chosen else f"http://{chosen}"
 
 
-class TransportEndpoint:
-    """Capture's `/batch/` URL through an httpx transport (a proxy's, or a test's
-    `httpx.MockTransport`); `post` makes one attempt."""
+class Endpoint:
+    """Capture's `/batch/` URL and the transport to it; `post` makes one attempt."""
 
     def __init__(self, url: str, transport: httpx.AsyncBaseTransport) -> None:
         """Parse `url` once, not at every request (httpx's URL parsing is not cheap)."""
@@ -112,9 +85,7 @@ class TransportEndpoint:
             finally:
                 await response.aclose()
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return TransportFailure(
-                FailureKind.CONNECT, describe_connect_failure(exc, type(exc).__name__)
-            )
+            return TransportFailure(FailureKind.CONNECT, _connect_failure(exc))
         except httpx.TimeoutException as exc:
             return TransportFailure(FailureKind.TIMEOUT, type(exc).__name__)
         except httpx.TransportError as exc:
@@ -140,3 +111,18 @@ async def _skim_answer(response: httpx.Response, timeout: float) -> None:  # noq
         except (httpx.TransportError, httpx.StreamError):
             pass  # the status line already came: it is the server's verdict (or, in memory,
             # the answer was read already)
+
+
+def _connect_failure(exc: httpx.TransportError) -> str:
+    """The error's name, and what TLS said when the handshake is what failed (a certificate the
+    trust store does not vouch for, typically behind a TLS-inspecting proxy)."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> ssl; bounded in case of a cycle
+        if cause is None or isinstance(cause, ssl.SSLError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"{type(exc).__name__}: TLS certificate verification failed ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"{type(exc).__name__}: TLS handshake failed ({cause.reason or cause})"
+    return type(exc).__name__

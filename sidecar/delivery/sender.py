@@ -31,6 +31,8 @@ from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import Claim, Holdings, QueuedEvent, StorageUnavailable, Store
 
 if TYPE_CHECKING:
+    import httpx
+
     from sidecar.delivery.httpclient import Endpoint
 
 __all__ = ["Batch", "Clock", "Sender", "SystemClock"]
@@ -160,16 +162,18 @@ class LazyEndpoint:
     """Capture's /batch/ endpoint, made on the first send: httpx and the TLS context add
     nothing to the start-up of a sidecar with nothing to send."""
 
-    def __init__(self, url: str, make_endpoint: Callable[[str], Endpoint]) -> None:
+    def __init__(self, url: str, make_transport: Callable[[], httpx.AsyncBaseTransport]) -> None:
         """Remember how to reach capture; nothing is built yet."""
         self._url = url
-        self._make_endpoint = make_endpoint
+        self._make_transport = make_transport
         self._endpoint: Endpoint | None = None
 
     def get(self) -> Endpoint:
         """The endpoint, made now if this is the first send."""
         if self._endpoint is None:
-            self._endpoint = self._make_endpoint(self._url)
+            from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see the class
+
+            self._endpoint = Endpoint(self._url, self._make_transport())
         return self._endpoint
 
     async def aclose(self) -> None:
@@ -194,7 +198,7 @@ class Sender:
         self,
         config: Config,
         store: AsyncStore,
-        make_endpoint: Callable[[str], Endpoint],
+        make_transport: Callable[[], httpx.AsyncBaseTransport],
         *,
         rng: random.Random | None = None,
         clock: Clock | None = None,
@@ -207,7 +211,7 @@ class Sender:
         self._rules = rules_from(config)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock: Clock = clock or SystemClock()
-        self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_endpoint)
+        self._endpoint = LazyEndpoint(f"{config.host}/batch/", make_transport)
         self._flush = flush or FlushState()
         self._holds = Holds()
         self._handover = Handover(store)

@@ -62,19 +62,3 @@ def _system_store_present() -> bool:
     ):
         return True
     return any(os.path.isfile(path) for path in _LINUX_CA_FILES)
-
-
-def describe_connect_failure(exc: BaseException, name: str) -> str:
-    """`name` (the failure's name), and what TLS said when the handshake is what failed: a
-    certificate the trust store does not vouch for, typically behind a TLS-inspecting proxy.
-    The TLS error is looked for down `exc`'s chain of causes (httpx -> httpcore -> trio -> ssl)."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # bounded in case of a cycle
-        if cause is None or isinstance(cause, ssl.SSLError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"{name}: TLS certificate verification failed ({cause.verify_message})"
-    if isinstance(cause, ssl.SSLError):
-        return f"{name}: TLS handshake failed ({cause.reason or cause})"
-    return name

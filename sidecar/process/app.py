@@ -30,17 +30,17 @@ from sidecar.wire.rpc import Dispatcher, Lane, Parsed, Turn, parse_line
 if TYPE_CHECKING:
     import httpx
 
-    from sidecar.delivery.httpclient import Endpoint
-
 log = logging.getLogger(__name__)
 
 
-def _make_endpoint(url: str, transport: httpx.AsyncBaseTransport | None) -> Endpoint:
+def _make_transport(
+    url: str, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncBaseTransport:
+    if transport is not None:
+        return transport
     from sidecar.delivery import httpclient  # noqa: PLC0415 - httpx loads on the first send, not at start
 
-    if transport is not None:
-        return httpclient.TransportEndpoint(url, transport)
-    return httpclient.make_endpoint(url)
+    return httpclient.make_transport(url)
 
 
 # Responses waiting for the writer; the reader stops reading while this is full.
@@ -74,7 +74,7 @@ async def run(
     if config.api_key:
         remember_secret(config.api_key)
     stopping = trio.Event()
-    sender = Sender(config, store, lambda url: _make_endpoint(url, transport))
+    sender = Sender(config, store, lambda: _make_transport(config.host, transport))
     try:
         services = Services(config, store, sender, stopping, remember_secret)
         dispatcher = Dispatcher(METHODS, services)

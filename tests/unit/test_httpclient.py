@@ -1,23 +1,16 @@
-"""Unit tests for sidecar.delivery.httpclient and .direct: which proxy a capture host goes through
-(and that it is the one httpx's own client would pick), one attempt through an httpx transport
-(httpx.MockTransport) with the headers and timeouts it must carry, and the direct endpoint
-against the fake capture server: headers, kept connections, and every way an answer can fail."""
+"""Unit tests for sidecar.delivery.httpclient: which proxy a capture host goes through (and that
+it is the one httpx's own client would pick), and one attempt through a transport
+(httpx.MockTransport) with the headers and timeouts it must carry."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-import trio
-import trio.testing
 from httpx._utils import get_environment_proxies
 
 from sidecar import __version__
-from sidecar.delivery.direct import KEEPALIVE_EXPIRY_S, MAX_ANSWER_BYTES, DirectEndpoint
-from sidecar.delivery.httpclient import TransportEndpoint, make_endpoint, proxy_for
+from sidecar.delivery.httpclient import Endpoint, proxy_for
 from sidecar.delivery.policy import FailureKind, Response, TransportFailure
-from sidecar_dev.capture.faults import DropConnection, Hang, ResetMidBody, Status
-from sidecar_dev.capture.server import CaptureServer
-from sidecar_dev.harness import RefusingPort
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -149,7 +142,7 @@ async def test_post_sends_the_body_with_its_headers_and_timeouts() -> None:
     """One POST to the /batch/ URL carrying the gzip body as is, the JSON and gzip headers,
     our User-Agent, and the attempt's timeout for every phase; the answer's status comes back."""
     seen: list[httpx.Request] = []
-    endpoint = TransportEndpoint("https://capture.test/batch/", _answering(200, seen))
+    endpoint = Endpoint("https://capture.test/batch/", _answering(200, seen))
     answer = await endpoint.post(b"\x1f\x8bbody", timeout=7.5)
     await endpoint.aclose()
 
@@ -168,16 +161,14 @@ async def test_post_reports_the_answer_or_names_the_transport_failure() -> None:
     """The status and Retry-After come back as they are; a refused connection is a connect
     failure, a read timeout a timeout and a broken connection a lost one, each named."""
     seen: list[httpx.Request] = []
-    busy = TransportEndpoint(
-        "https://capture.test/batch/", _answering(503, seen, **{"Retry-After": "9"})
-    )
+    busy = Endpoint("https://capture.test/batch/", _answering(503, seen, **{"Retry-After": "9"}))
     assert await busy.post(b"x", timeout=1.0) == Response(503, "9")
 
-    def failing(error: type[httpx.TransportError]) -> TransportEndpoint:
+    def failing(error: type[httpx.TransportError]) -> Endpoint:
         def handle(request: httpx.Request) -> httpx.Response:
             raise error("failed", request=request)
 
-        return TransportEndpoint("https://c.test/batch/", httpx.MockTransport(handle))
+        return Endpoint("https://c.test/batch/", httpx.MockTransport(handle))
 
     cases = [
         (httpx.ConnectError, TransportFailure(FailureKind.CONNECT, "ConnectError")),
@@ -189,164 +180,3 @@ async def test_post_reports_the_answer_or_names_the_transport_failure() -> None:
     ]
     for error, expected in cases:
         assert await failing(error).post(b"x", 1.0) == expected
-
-
-# ---- the direct endpoint (h11 over trio), against the fake capture server ---------------------
-
-GZIP_BODY = b"\x1f\x8b" + b"g" * 300
-
-
-class Connects:
-    """Counts the TCP connections the direct endpoint opens (wraps `trio.open_tcp_stream`)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        real = trio.open_tcp_stream
-
-        async def counting(host: str, port: int) -> trio.SocketStream:
-            self.count += 1
-            return await real(host, port)
-
-        monkeypatch.setattr(trio, "open_tcp_stream", counting)
-
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> Connects:
-    """A count of the connections opened during the test."""
-    return Connects(monkeypatch)
-
-
-def direct_to(url: str) -> DirectEndpoint:
-    """The endpoint `make_endpoint` builds for `url` when no proxy is named."""
-    endpoint = make_endpoint(url)
-    assert isinstance(endpoint, DirectEndpoint)
-    return endpoint
-
-
-def test_make_endpoint_goes_direct_unless_a_proxy_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no proxy for the host the endpoint connects directly; with HTTPS_PROXY naming one,
-    requests go through httpx's transport (which carries the proxy)."""
-    assert isinstance(make_endpoint("https://eu.i.posthog.com/batch/"), DirectEndpoint)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
-    assert isinstance(make_endpoint("https://eu.i.posthog.com/batch/"), TransportEndpoint)
-    monkeypatch.setenv("NO_PROXY", "posthog.com")
-    assert isinstance(make_endpoint("https://eu.i.posthog.com/batch/"), DirectEndpoint)
-
-
-async def test_direct_post_sends_the_body_and_headers_over_one_kept_connection(
-    capture: CaptureServer, connects: Connects
-) -> None:
-    """Three POSTs carry the body as is with Host, Content-Length, the JSON and gzip headers and
-    our User-Agent, each answered in turn, all over one connection."""
-    capture.script(Status(200), Status(200), Status(200))
-    endpoint = direct_to(capture.batch_url)
-    answers = [await endpoint.post(GZIP_BODY, timeout=5.0) for _ in range(3)]
-    await endpoint.aclose()
-
-    assert answers == [Response(200, None)] * 3
-    assert connects.count == 1
-    for request in capture.requests:
-        assert (request.method, request.path) == ("POST", "/batch/")
-        assert request.body_size == len(GZIP_BODY)
-        assert request.header("Host") == f"127.0.0.1:{capture.port}"
-        assert request.header("Content-Length") == str(len(GZIP_BODY))
-        assert request.header("Content-Type") == "application/json"
-        assert request.header("Content-Encoding") == "gzip"
-        assert request.header("User-Agent") == f"telemetry-sidecar/{__version__}"
-
-
-async def test_direct_post_reports_the_status_and_retry_after(capture: CaptureServer) -> None:
-    """The status and the Retry-After header come back as they are, or None without one."""
-    capture.script(Status(503, headers={"Retry-After": "9"}), Status(429), Status(200))
-    endpoint = direct_to(capture.batch_url)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(503, "9")
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(429, None)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    await endpoint.aclose()
-
-
-async def test_direct_post_names_each_failure_and_the_next_goes_out_afresh(
-    capture: CaptureServer, connects: Connects
-) -> None:
-    """A hung answer is a read timeout, a connection closed or reset with no answer is a lost
-    one; after each, the next request goes out on a new connection and is answered."""
-    capture.script(Hang(), Status(200), DropConnection(), Status(200), ResetMidBody(), Status(200))
-    endpoint = direct_to(capture.batch_url)
-    hung = await endpoint.post(GZIP_BODY, timeout=0.3)
-    assert hung == TransportFailure(FailureKind.TIMEOUT, "ReadTimeout")
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    dropped = await endpoint.post(GZIP_BODY, 5.0)
-    assert dropped == TransportFailure(FailureKind.LOST, "RemoteProtocolError")
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    reset = await endpoint.post(GZIP_BODY, 5.0)
-    assert isinstance(reset, TransportFailure)
-    assert reset.kind is FailureKind.LOST
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    await endpoint.aclose()
-    assert connects.count == 4
-
-
-async def test_direct_post_to_a_closed_port_is_a_connect_failure() -> None:
-    """Nothing listening: a connect failure, which policy does not count against the events."""
-    with RefusingPort() as port:
-        endpoint = direct_to(f"{port.url}/batch/")
-        assert await endpoint.post(GZIP_BODY, 5.0) == TransportFailure(
-            FailureKind.CONNECT, "ConnectError"
-        )
-        await endpoint.aclose()
-
-
-async def test_direct_answer_whose_body_does_not_end_well_still_counts(
-    capture: CaptureServer, connects: Connects
-) -> None:
-    """An answer whose body never completes, one past MAX_ANSWER_BYTES, and one that asks to
-    close: each status counts, and the connection is not used again after any of them."""
-    capture.script(
-        Status(200, body=b"{}", headers={"Content-Length": "100000"}),
-        Status(200, body=b"x" * (MAX_ANSWER_BYTES + 1)),
-        Status(200, headers={"Connection": "close"}),
-        Status(200),
-    )
-    endpoint = direct_to(capture.batch_url)
-    assert await endpoint.post(GZIP_BODY, timeout=0.3) == Response(200, None)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    await endpoint.aclose()
-    assert connects.count == 4
-
-
-async def test_direct_idle_connection_is_not_reused_past_its_expiry(
-    capture: CaptureServer, connects: Connects, mock_clock: trio.testing.MockClock
-) -> None:
-    """A connection idle for KEEPALIVE_EXPIRY_S is closed and a new one made: servers drop idle
-    connections, often without a word."""
-    capture.script(Status(200), Status(200), Status(200))
-    endpoint = direct_to(capture.batch_url)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    mock_clock.jump(KEEPALIVE_EXPIRY_S - 0.5)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    assert connects.count == 1
-    mock_clock.jump(KEEPALIVE_EXPIRY_S)
-    assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-    assert connects.count == 2
-    await endpoint.aclose()
-
-
-async def test_direct_connection_the_server_closed_while_idle_is_replaced(
-    connects: Connects,
-) -> None:
-    """When the server ends the kept connection between requests (a restart here), the next
-    request goes out on a new connection instead of failing on the dead one."""
-    with CaptureServer() as first:
-        first.script(Status(200))
-        endpoint = direct_to(first.batch_url)
-        assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-        port = first.port
-    with CaptureServer(port=port) as second:
-        second.script(Status(200))
-        await trio.testing.wait_all_tasks_blocked()
-        assert await endpoint.post(GZIP_BODY, 5.0) == Response(200, None)
-        assert len(second.requests) == 1
-    await endpoint.aclose()
-    assert connects.count == 2

@@ -310,8 +310,7 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
             async with transport, trio.open_nursery() as n:
                 flush = FlushState()
                 sender = Sender(
-                    config, store, lambda url: TransportEndpoint(url, transport),
-                    rng=random.Random(SEED),
+                    config, store, lambda: transport, rng=random.Random(SEED),
                     clock=VirtualClock(), flush=flush,
                 )
                 yield Rig(config, store, sender, capture, n, flush=flush)
