@@ -54,7 +54,6 @@ from support.events import normalize_event
 
 from sidecar.delivery.flush import FlushState, WaitReason
 from sidecar.delivery.handover import RECHECK_S, Handover
-from sidecar.delivery.httpclient import TransportEndpoint
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
