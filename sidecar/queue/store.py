@@ -616,9 +616,17 @@ def _create_private(path: Path, *, sync: bool) -> None:
         created.append(folder)
         folder = folder.parent
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Opened for writing even when it exists: a read-only file or folder fails here, clearly.
+    try:
+        fd = os.open(path, os.O_RDWR)
+        os.close(fd)
+        return
+    except FileNotFoundError:
+        pass
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except FileExistsError:  # another process created it just now, and syncs it
+        os.close(os.open(path, os.O_RDWR))
         return
     try:
         if sync:
