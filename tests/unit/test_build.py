@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import ctypes
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -178,3 +180,90 @@ def test_jsonrpcserver_stays_whole_for_a_later_importer() -> None:
         cwd=ROOT,
     )
     assert '"code": -32601' in done.stdout
+
+
+SPEC = ROOT / "build" / "telemetry-sidecar.spec"
+PTHREAD_HOOK = ROOT / "build" / "rthooks" / "pyi_rth_pthread.py"
+
+
+def spec_assignment(name: str) -> object:
+    """The literal value the spec assigns to the top-level `name`."""
+    for node in ast.parse(SPEC.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"the spec assigns no {name}")
+
+
+def test_one_file_stores_what_it_unpacks_uncompressed() -> None:
+    """The one-file binary's libraries, extensions and data are stored, so each start copies
+    them out rather than inflating them; only the small bootstrap modules stay compressed."""
+    table = spec_assignment("UNCOMPRESSED_NATIVE")
+    assert isinstance(table, dict)
+    assert {kind: table[kind] for kind in ("BINARY", "EXTENSION", "DATA", "PYZ")} == dict.fromkeys(
+        ("BINARY", "EXTENSION", "DATA", "PYZ"), False
+    )
+    assert "cdict" in SPEC.read_text(encoding="utf-8")
+
+
+def test_spec_runs_the_pthread_hook() -> None:
+    """The trimmed build's Analysis names build/rthooks/pyi_rth_pthread.py, which exists."""
+    text = SPEC.read_text(encoding="utf-8")
+    assert 'runtime_hooks=[] if opts.no_trim else [str(ROOT / "build" / "rthooks" / ' in text
+    assert '"pyi_rth_pthread.py")]' in text
+    assert PTHREAD_HOOK.is_file()
+
+
+def run_pthread_hook(names: list[str]) -> list[str]:
+    """In a fresh interpreter whose `find_library` records its calls, run the hook, then look
+    up `names`; returns one line per name (`name=answer`), then the recorded names and every
+    subprocess the lookups started."""
+    script = (
+        "import runpy, sys, ctypes.util\n"
+        "asked, spawned = [], []\n"
+        "sys.addaudithook(lambda e, a: spawned.append(e) if e == 'subprocess.Popen' else None)\n"
+        "real = ctypes.util.find_library\n"
+        "ctypes.util.find_library = lambda n: asked.append(n) or real(n)\n"
+        f"runpy.run_path({str(PTHREAD_HOOK)!r})\n"
+        f"for name in {names!r}:\n"
+        "    print(f'{name}={ctypes.util.find_library(name)}')\n"
+        "print('asked=' + ','.join(asked))\n"
+        "print('spawned=' + ','.join(spawned))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.splitlines()
+
+
+def on_glibc() -> bool:
+    """This interpreter runs on Linux with glibc (musl has no `CS_GNU_LIBC_VERSION`)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
+glibc_only = pytest.mark.skipif(not on_glibc(), reason="the hook answers on glibc Linux only")
+
+
+@glibc_only
+def test_pthread_hook_answers_without_ldconfig() -> None:
+    """With the hook, "pthread" is answered without a subprocess and names a library that has
+    the function trio looks for; any other name still goes to ctypes' own lookup."""
+    lines = run_pthread_hook(["pthread"])
+    assert lines == ["pthread=libpthread.so.0", "asked=", "spawned="]
+    assert hasattr(ctypes.CDLL("libpthread.so.0"), "pthread_setname_np")
+    other = run_pthread_hook(["c"])
+    assert other[0].startswith("c=libc.so")
+    assert other[1] == "asked=c"
+
+
+@pytest.mark.skipif(sys.platform.startswith("linux"), reason="the hook is inert off Linux")
+def test_pthread_hook_is_inert_off_linux() -> None:
+    """Off Linux the hook leaves `find_library` as it is: every lookup reaches ctypes' own."""
+    lines = run_pthread_hook(["pthread"])
+    assert lines[1] == "asked=pthread"
