@@ -14,8 +14,6 @@ kill. Kill timing is random, so two runs with one seed make the same choices, no
 
 from __future__ import annotations
 
-import argparse
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -23,23 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
+from figures import print_table, run_args  # noqa: E402
 from test_crash import BATCH_SIZE, KINDS, run_crash_loop  # noqa: E402
 
 
 def main() -> int:
     """Run the loop and print the figures; exit 1 when an acknowledged event was lost."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    kills, seed = run_args(__doc__.splitlines()[0], "kills", 200)
     with tempfile.TemporaryDirectory(prefix="crash-") as workdir:
-        report = run_crash_loop(args.kills, seed, Path(workdir))
+        report = run_crash_loop(kills, seed, Path(workdir))
     per_kill = report.duplicates_per_kill
-    print(f"# crash consistency: {args.kills} SIGKILLs, seed {seed}, {report.seconds:.0f} s\n")
-    print("| figure | value |")
-    print("|---|---|")
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("kills by kind", ", ".join(f"{k} {report.kinds[k]}" for k in KINDS)),
         ("events sent (written to stdin)", report.sent),
         ("events acknowledged before a kill", len(report.acknowledged)),
@@ -56,8 +48,7 @@ def main() -> int:
         ("queue-depth counter off after a kill", len(report.depth_mismatches)),
         ("final counters", report.final_accounts),
     ]
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    print_table(f"crash consistency: {kills} SIGKILLs, seed {seed}, {report.seconds:.0f} s", rows)
     histogram: dict[int, int] = {}
     for count in per_kill:
         histogram[count] = histogram.get(count, 0) + 1

@@ -11,8 +11,6 @@ the run whose request first delivered the uuid.
 
 from __future__ import annotations
 
-import argparse
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -20,23 +18,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reliability")]
 
+from figures import print_table, run_args  # noqa: E402
 from test_two_processes import BATCH_SIZE, run_two_processes  # noqa: E402
 
 
 def main() -> int:
     """Run both phases and print the figures; exit 1 on a loss or a rule broken."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crashes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    crashes, seed = run_args(__doc__.splitlines()[0], "crashes", 50)
     with tempfile.TemporaryDirectory(prefix="two-") as workdir:
-        report = run_two_processes(args.crashes, seed, Path(workdir))
+        report = run_two_processes(crashes, seed, Path(workdir))
     per = report.duplicates_per_crash
-    print(f"# two processes: {args.crashes} crashes, seed {seed}, {report.seconds:.0f} s\n")
-    print("| figure | value |")
-    print("|---|---|")
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("events acknowledged", len(report.acknowledged)),
         ("acknowledged events lost", len(report.lost)),
         ("distinct events delivered", len(report.delivered)),
@@ -48,8 +40,7 @@ def main() -> int:
         ("crashes followed by a re-sent batch", sum(1 for d in per if d)),
         ("final counters", report.final_accounts),
     ]
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    print_table(f"two processes: {crashes} crashes, seed {seed}, {report.seconds:.0f} s", rows)
     failed = (report.lost or report.duplicates_without_crash
               or max(per, default=0) > BATCH_SIZE or max(report.batches_per_crash, default=0) > 1)
     return 1 if failed else 0
