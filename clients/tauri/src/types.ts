@@ -68,6 +68,11 @@ export interface StatusResult {
    * `ph_status` example; not (yet) in DESIGN.md's contract table, hence optional.
    */
   quarantined_db?: string | null;
+  /**
+   * What an answered `ph_send_batch` survives (`--durability`): `full`, a power cut too;
+   * `normal`, a killed process. Added after DESIGN.md's contract table, hence optional.
+   */
+  durability?: "full" | "normal";
 }
 
 /** Result of `ph_set_opt_out`. */

@@ -22,7 +22,7 @@ afterEach(async () => {
   h = undefined;
 });
 
-/** The `ph_status` fields of the contract, plus `quarantined_db` from the README. */
+/** The `ph_status` fields of the contract, plus `quarantined_db` and `durability` from the README. */
 const STATUS_KEYS: Array<keyof StatusResult> = [
   "version",
   "queued",
@@ -34,6 +34,7 @@ const STATUS_KEYS: Array<keyof StatusResult> = [
   "host",
   "opted_out",
   "quarantined_db",
+  "durability",
 ];
 
 describe("the six methods", () => {
