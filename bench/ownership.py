@@ -41,28 +41,15 @@ from sidecar.queue.store import (  # noqa: E402
     _PUT_META,
     Claim,
     LeaseOwner,
-    QueuedEvent,
     Store,
     _marks,
+    fill_batch,
 )
 from sidecar_dev.harness import TEST_KEY, pageviews  # noqa: E402
 
 BATCH = 50
 MAX_BYTES = 5 * 1024 * 1024
 _SENDER = "sender"  # ph_meta key of the owner token in the prototype
-
-
-def _fill(candidates: Sequence[tuple[int, str, int]], max_bytes: int) -> list[QueuedEvent]:
-    """Take rows in order while the batch stays within max_bytes (the first row always goes)."""
-    chosen: list[QueuedEvent] = []
-    total = 0
-    for row_id, body, retry_count in candidates:
-        size = len(body) if body.isascii() else len(body.encode("utf-8"))
-        if chosen and total + size > max_bytes:
-            break
-        chosen.append(QueuedEvent(row_id, body, retry_count))
-        total += size
-    return chosen
 
 
 class OwnedStore(Store):
@@ -97,7 +84,7 @@ class OwnedStore(Store):
             "WHERE id >= ? AND api_key = ? ORDER BY id LIMIT ?",
             (first_id, api_key, limit),
         ).fetchall()
-        chosen = _fill(candidates, max_bytes)
+        chosen = fill_batch(candidates, max_bytes)
         return Claim(api_key, tuple(chosen))
 
     def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
@@ -148,7 +135,7 @@ class RangeStore(Store):
             f"WHERE id >= ? AND lease_owner IS NULL AND api_key = ?{skip} ORDER BY id LIMIT ?",
             (first_id, api_key, *skip_args, limit),
         ).fetchall()
-        chosen = _fill(candidates, max_bytes)
+        chosen = fill_batch(candidates, max_bytes)
         leased_at = time.time() if now is None else now
         record = f"{api_key}\x1f{chosen[0].id}\x1f{chosen[-1].id}\x1f{leased_at}"
         db.execute(_PUT_META, (mine, record))

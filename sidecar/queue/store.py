@@ -175,6 +175,23 @@ _PUT_META = (
 )
 
 
+def fill_batch(
+    candidates: Sequence[tuple[int, str, int]], max_bytes: int
+) -> list[QueuedEvent]:
+    """The rows (id, body, retry_count) that go in one request, oldest first, while their
+    UTF-8 size stays within `max_bytes`. The first row always goes, so one big event cannot block
+    the queue; the server's 413 decides its fate."""
+    chosen: list[QueuedEvent] = []
+    total = 0
+    for row_id, body, retry_count in candidates:
+        size = len(body) if body.isascii() else len(body.encode("utf-8"))
+        if chosen and total + size > max_bytes:
+            break
+        chosen.append(QueuedEvent(row_id, body, retry_count))
+        total += size
+    return chosen
+
+
 def _marks(count: int) -> str:
     """The `?, ?, …` of an `IN (…)` list of `count` values."""
     return ",".join("?" * count)
@@ -453,14 +470,7 @@ class Store:
             "WHERE id >= ? AND lease_owner IS NULL AND api_key = ? ORDER BY id LIMIT ?",
             (first_id, api_key, limit),
         ).fetchall()
-        chosen: list[QueuedEvent] = []
-        total = 0
-        for row_id, body, retry_count in candidates:
-            size = len(body) if body.isascii() else len(body.encode("utf-8"))
-            if chosen and total + size > max_bytes:
-                break
-            chosen.append(QueuedEvent(row_id, body, retry_count))
-            total += size
+        chosen = fill_batch(candidates, max_bytes)
         ids = [event.id for event in chosen]
         db.execute(
             f"UPDATE ph_event_queue SET lease_owner = ?, leased_at = ? "  # noqa: S608
