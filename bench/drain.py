@@ -17,7 +17,9 @@ beside the SDK with `gzip=True` in every turn and `gzip=False` in the first (for
 
 Before anything, the server's own capacity is measured with a client that costs next to nothing
 (pre-built gzip bodies over one raw keep-alive socket): it should be far above both rates, so
-the figures are the clients', not the server's.
+the figures are the clients', not the server's. Then the stack's own ceiling (`ceiling.py`):
+the sidecar's HTTP attempt with no queue behind it, alone and with the one hop per request to
+the store's thread, which bounds what any store design can reach.
 """
 
 from __future__ import annotations
@@ -78,6 +80,18 @@ def server_capacity(
             "server_cpu_us_per_event": cpu / (count * batch) * 1e6,
         }
     return capacity
+
+
+def stack_ceiling(server: CaptureCounter, batch: int, requests: int) -> dict[str, Any]:
+    """The most the stack allows (`ceiling.py`, a process of its own): the product's HTTP
+    attempt alone, and with the one store-thread hop per request, events/s with no queue."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ceiling.py"), "--url", server.url, "--batch", str(batch),
+         "--requests", str(requests)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout)
+    return figures
 
 
 def _rate(stats: dict[str, Any], expected: int) -> dict[str, Any]:
@@ -204,6 +218,12 @@ def run(plan: Plan, server: CaptureCounter, profile: str = "small") -> dict[str,
         server, plan.capacity_requests, (batch, big) if big else (batch,), profile)
     log(f"fast server capacity ({profile}): " + ", ".join(
         f"batch {b}: {c['eps']:,.0f} events/s" for b, c in figures["server_capacity"].items()))
+    if small:
+        figures["stack_ceiling"] = stack_ceiling(server, batch, plan.capacity_requests)
+        ceiling = figures["stack_ceiling"]
+        log(f"stack ceiling, batch {batch}, no queue: HTTP attempt alone "
+            f"{ceiling['http_only']:,.0f} events/s, with the store-thread hop "
+            f"{ceiling['with_hop']:,.0f} events/s")
     started = time.monotonic()
     with workdir() as folder:
         template = folder / "template"

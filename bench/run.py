@@ -123,6 +123,12 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row(f"Drain {dr['backlog']:,}, batch {b}", "events/s",
                          _get(dr, "sidecar", "eps"), "SDK gzip=False",
                          _get(dr, "sdk_plain", "eps"), n=_get(dr, "sidecar", "runs")))
+        ceiling = dr.get("stack_ceiling")
+        if ceiling:
+            rows.append(_row(f"Stack ceiling, batch {b}: HTTP only", "events/s",
+                             ceiling["http_only"], "SDK gzip=True", _get(dr, "sdk_gzip", "eps")))
+            rows.append(_row(f"Stack ceiling, batch {b}: + store hop", "events/s",
+                             ceiling["with_hop"], "SDK gzip=True", _get(dr, "sdk_gzip", "eps")))
         rows.append(_row(f"Drain {dr['backlog']:,}, batch {big}", "events/s",
                          _get(dr, "sidecar_big", "eps"), f"SDK gzip, flush_at={big}",
                          _get(dr, "sdk_gzip_big", "eps"), n=_get(dr, "sidecar_big", "runs")))
@@ -291,6 +297,14 @@ def notes(results: dict[str, Any]) -> list[str]:
                    + ", ".join(f"batch {b}: {c['eps']:,.0f} events/s" for b, c in cap.items())
                    + f"; the sidecar's drain at batch 50 is "
                    f"{common.ratio(dr['sidecar']['eps'], cap['50']['eps']) * 100:.0f}% of it")
+        ceiling = dr.get("stack_ceiling")
+        if ceiling:
+            out.append(f"stack ceiling (bench/ceiling.py, no queue, {ceiling['requests']:,} "
+                       f"requests a round): the sidecar's HTTP attempt alone "
+                       f"{ceiling['runs']['http_only']}, plus one trio.to_thread hop a request "
+                       f"{ceiling['runs']['with_hop']} events/s; the sidecar's drain reaches "
+                       f"{common.ratio(dr['sidecar']['eps'], ceiling['with_hop']) * 100:.0f}% "
+                       "of the latter")
         side = dr["sidecar"]["detail"]
         if side:
             cpu = common.median([r["cpu_us_per_event"] for r in side])
