@@ -21,8 +21,9 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy --strict sidecar sidecar_dev build/build.py bench
 
 # Everything CI runs: lint, the TypeScript client's suite, the Python suites from source (the
-# WebKit one included), then the same process-level suites (Python, TypeScript and WebKit)
-# against the frozen one-file binary.
+# WebKit one included), then the same process-level suites (Python, TypeScript and WebKit; the
+# security suite too, for what the binary must carry: TLS trust, proxies) against the frozen
+# one-file binary.
 test: lint client-test test-deps
 	$(BIN)/pytest -q
 	$(MAKE) test-frozen
@@ -54,7 +55,8 @@ binary: $(BIN)/.installed
 
 FROZEN = "$$PWD/$$($(BIN)/python build/build.py --print-path)"
 test-frozen: binary
-	SIDECAR_COMMAND=$(FROZEN) $(BIN)/pytest -q tests/integration tests/webkit tests/powerloss
+	SIDECAR_COMMAND=$(FROZEN) $(BIN)/pytest -q tests/integration tests/webkit tests/powerloss \
+	  tests/reliability/test_security.py
 	SIDECAR_COMMAND=$(FROZEN) npm test --prefix clients/tauri
 
 bench: $(BIN)/.installed

@@ -21,7 +21,13 @@ import httpx
 import trio
 
 from sidecar import __version__
-from sidecar.delivery.policy import Answer, FailureKind, Response, TransportFailure
+from sidecar.delivery.policy import (
+    Answer,
+    FailureKind,
+    Response,
+    TransportFailure,
+    TransportUnavailable,
+)
 from sidecar.delivery.tls import client_ssl_context
 
 # Bytes of an answer's body read before giving up on it (PostHog's is `{"status":1}`).
@@ -35,8 +41,27 @@ _HEADERS = (
 
 def make_transport(url: str) -> httpx.AsyncBaseTransport:
     """The transport to capture at `url`: OS trust store, always verifying, through the proxy
-    that the environment (or, on macOS and Windows, the system settings) names for it."""
-    return httpx.AsyncHTTPTransport(verify=client_ssl_context(), proxy=proxy_for(url))
+    that the environment (or, on macOS and Windows, the system settings) names for it: http,
+    https, socks5 or socks5h. Raises TransportUnavailable for a proxy that cannot be used (the
+    message names it without its password); the events then wait rather than go around it."""
+    proxy = proxy_for(url)
+    try:
+        return httpx.AsyncHTTPTransport(verify=client_ssl_context(), proxy=proxy)
+    except (ValueError, ImportError, httpx.InvalidURL) as exc:
+        shown = redact_proxy(proxy) if proxy else "(none)"
+        raise TransportUnavailable(f"the proxy {shown} cannot be used ({exc})") from exc
+
+
+def redact_proxy(proxy: str) -> str:
+    """`proxy` with any password in it replaced by `***`, for logs and `last_error`."""
+    scheme, sep, rest = proxy.partition("://")
+    if not sep:
+        scheme, rest = "", proxy
+    userinfo, at, location = rest.rpartition("@")
+    if not at:
+        return proxy
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{location}"
 
 
 def proxy_for(url: str) -> str | None:

@@ -41,9 +41,17 @@ class Response:
 class FailureKind(enum.Enum):
     """Why no answer came."""
 
-    CONNECT = "connect"  # no connection could be made: offline, refused, DNS, TLS handshake
+    # No connection could be made: offline, refused, DNS, TLS handshake, or a proxy setting
+    # that cannot be used (see `TransportUnavailable`).
+    CONNECT = "connect"
     TIMEOUT = "timeout"  # connected, but the answer did not come in time
     LOST = "lost"  # the connection broke while the request was on it
+
+
+class TransportUnavailable(Exception):
+    """No transport to capture can be made: the proxy the environment names is of a kind, or
+    in a form, that cannot be used. Each attempt then fails as a connection that could not be
+    made (uncounted, events kept), with this message, rather than ending the process."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,19 @@ from sidecar.delivery import policy
 from sidecar.delivery.capture import BodyDraft
 from sidecar.delivery.flush import FlushState, WaitReason
 from sidecar.delivery.handover import Handover
-from sidecar.delivery.policy import Answer, Backoff, Complete, Decision, Drop, Hold, Rules, Split
+from sidecar.delivery.policy import (
+    Answer,
+    Backoff,
+    Complete,
+    Decision,
+    Drop,
+    FailureKind,
+    Hold,
+    Rules,
+    Split,
+    TransportFailure,
+    TransportUnavailable,
+)
 from sidecar.process.config import Config, mask_key
 from sidecar.process.waits import cancel_when_set
 from sidecar.queue.astore import AsyncStore
@@ -402,8 +414,12 @@ class Sender:
     ) -> Answer:
         if draft is None:  # a part of a split batch: compressed here, it is rare
             draft = BodyDraft(api_key, [e.body for e in events])
+        try:
+            endpoint = self._endpoint.get()
+        except TransportUnavailable as exc:
+            return TransportFailure(FailureKind.CONNECT, str(exc))
         body = draft.finish(self._clock.wall())
-        return await self._endpoint.get().post(body, self._config.request_timeout_s)
+        return await endpoint.post(body, self._config.request_timeout_s)
 
     async def _carry_out(
         self,

@@ -2,8 +2,8 @@
 
 The sidecar is driven through `sidecar_dev.driver`; this module adds a flood written without
 reading the answers, and network peers for it: a connection counter that accepts and hangs up,
-a server whose answer never ends, a CONNECT proxy, a TLS capture server and the certificates it
-needs. Waits are hang guards, never timing assertions.
+a server whose answer never ends, a CONNECT proxy, a SOCKS5 proxy, a TLS capture server and the
+certificates it needs. Waits are hang guards, never timing assertions.
 """
 
 from __future__ import annotations
@@ -228,6 +228,101 @@ class ConnectProxy(_LoopbackListener):
             with upstream:
                 conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 _relay(conn, upstream, self._stop)
+
+
+class Socks5Proxy(_LoopbackListener):
+    """A tiny SOCKS5 proxy (RFC 1928): CONNECT only, with no authentication or, when
+    `credentials` are given, user name and password (RFC 1929) required.
+
+    Records each CONNECT target as `host:port` (a name as given, or an IPv4 address) and the
+    credentials each client offered; relays bytes both ways until either side closes.
+    """
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials
+        self.targets: list[str] = []
+        self.offered: list[tuple[str, str]] = []
+        super().__init__()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (127.0.0.1)."""
+        return int(self._sock.getsockname()[1])
+
+    def seen(self) -> list[str]:
+        """CONNECT targets so far, e.g. ['127.0.0.1:4443']."""
+        with self._lock:
+            return list(self.targets)
+
+    def _handle(self, conn: socket.socket) -> None:
+        self._in_thread(self._tunnel, conn)
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                target = self._negotiate(conn)
+            except (OSError, ValueError):
+                return
+            if target is None:
+                return
+            host, port = target
+            try:
+                upstream = socket.create_connection((host, port), timeout=5)
+            except OSError:
+                conn.sendall(b"\x05\x05\x00\x01" + bytes(6))  # connection refused
+                return
+            with upstream:
+                conn.sendall(b"\x05\x00\x00\x01" + bytes(6))  # succeeded
+                conn.settimeout(None)
+                _relay(conn, upstream, self._stop)
+
+    def _negotiate(self, conn: socket.socket) -> tuple[str, int] | None:
+        """The method choice, the sub-negotiation if any, and the request; the target, or None
+        when the client was turned away."""
+        version, count = _read_exact(conn, 2)
+        if version != 5:
+            raise ValueError("not SOCKS5")
+        methods = _read_exact(conn, count)
+        wanted = 0x02 if self.credentials else 0x00
+        if wanted not in methods:
+            conn.sendall(b"\x05\xff")
+            return None
+        conn.sendall(bytes([5, wanted]))
+        if self.credentials:
+            _, user_length = _read_exact(conn, 2)
+            user = _read_exact(conn, user_length).decode()
+            password = _read_exact(conn, _read_exact(conn, 1)[0]).decode()
+            with self._lock:
+                self.offered.append((user, password))
+            accepted = (user, password) == self.credentials
+            conn.sendall(b"\x01\x00" if accepted else b"\x01\x01")
+            if not accepted:
+                return None
+        _, command, _, address_type = _read_exact(conn, 4)
+        if address_type == 1:
+            host = socket.inet_ntoa(_read_exact(conn, 4))
+        elif address_type == 3:
+            host = _read_exact(conn, _read_exact(conn, 1)[0]).decode("idna")
+        else:
+            raise ValueError(f"address type {address_type} not served")
+        port = int.from_bytes(_read_exact(conn, 2), "big")
+        with self._lock:
+            self.targets.append(f"{host}:{port}")
+        if command != 1:
+            conn.sendall(b"\x05\x07\x00\x01" + bytes(6))  # command not supported
+            return None
+        return host, port
+
+
+def _read_exact(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise ValueError("peer closed mid-message")
+        data += chunk
+    return data
 
 
 def _relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:

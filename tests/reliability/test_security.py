@@ -1,7 +1,8 @@
 """Suite 6: security. The capture host is fixed at spawn and only loopback may be plain http;
 the api key never shows in stdout, stderr or any file but the database (and is masked where a
 log names it); the data folder and every database file are owner-only; TLS certificates are
-always checked (OS trust store plus certifi); HTTPS_PROXY/NO_PROXY are honoured.
+always checked (OS trust store plus certifi); HTTPS_PROXY/NO_PROXY are honoured, SOCKS5 proxies
+too, and a proxy that cannot be used keeps the events and says why without its password.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from fm_support import (
     ConnectProxy,
+    Socks5Proxy,
     TlsFiles,
     have_openssl,
     https_url,
@@ -327,6 +330,67 @@ def test_https_proxy_is_used_unless_no_proxy_matches(tmp_path: Path, fm_tls: Tls
                 assert tunnels == ([target] if via_proxy else []), (no_proxy, tunnels)
     finally:
         proxy.close()
+
+
+@needs_openssl
+def test_a_socks5_proxy_with_a_password_carries_the_requests(
+    tmp_path: Path, fm_tls: TlsFiles
+) -> None:
+    """ALL_PROXY=socks5://user:password@… carries the requests to the capture host (the proxy
+    checks the credentials); the password shows in no output of the sidecar."""
+    proxy = Socks5Proxy(credentials=("ann", "s3cret-pass"))
+    try:
+        with tls_capture(fm_tls.server_cert, fm_tls.server_key) as server:
+            env = {**_tls_env(fm_tls.ca_cert),
+                   "ALL_PROXY": f"socks5://ann:s3cret-pass@127.0.0.1:{proxy.port}",
+                   "NO_PROXY": ""}
+            with SidecarProcess(tmp_path / "data", https_url(server), *FAST_RETRIES, env=env,
+                                api_key=TEST_KEY) as proc:
+                proc.result("ph_send_batch", {"batch": numbered(3, scenario="socks")})
+                server.wait_for_events(3, timeout=GUARD_S)
+                assert wait_drained(proc)["last_error"] is None
+                assert proc.stop() == 0
+                output = proc.stderr + proc.stdout.decode("utf-8", "replace")
+        assert proxy.seen() and set(proxy.seen()) == {f"127.0.0.1:{server.port}"}
+        assert set(proxy.offered) == {("ann", "s3cret-pass")}
+        assert "s3cret-pass" not in output
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["socks4://ann:s3cret-pass@127.0.0.1:1080", "http://ann:s3cret-pass@127.0.0.1:notaport"],
+)
+def test_a_proxy_that_cannot_be_used_keeps_the_events_and_says_why(
+    tmp_path: Path, proxy: str
+) -> None:
+    """A proxy of a kind httpx does not speak, or a malformed one, ends nothing: the sidecar
+    answers, keeps the events, names the proxy (password masked) in last_error, and stops
+    cleanly; once started without it, the same folder delivers them."""
+    with CaptureServer() as server:
+        with SidecarProcess(tmp_path / "data", server.url, *FAST_RETRIES,
+                            env={"ALL_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": ""},
+                            api_key=TEST_KEY) as proc:
+            proc.result("ph_send_batch", {"batch": numbered(2, scenario="bad-proxy")})
+            status: dict[str, Any] = {}
+
+            def failed() -> bool:
+                status.update(proc.result("ph_status"))
+                return status["last_error"] is not None
+
+            wait_until(failed, "a last_error", GUARD_S)
+            assert proc.result("ph_status")["queued"] == 2
+            assert proc.stop() == 0
+            output = proc.stderr + proc.stdout.decode("utf-8", "replace")
+        assert status["last_error"].startswith("cannot connect to capture: the proxy ")
+        assert ":***@127.0.0.1" in status["last_error"]
+        assert "s3cret-pass" not in status["last_error"] + output
+        assert server.events == []
+        with SidecarProcess(tmp_path / "data", server.url, *FAST_RETRIES,
+                            api_key=TEST_KEY) as proc:
+            server.wait_for_events(2, timeout=GUARD_S)
+            assert proc.stop() == 0
 
 
 def test_client_context_is_the_os_trust_store_and_verifies() -> None:

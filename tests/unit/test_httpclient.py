@@ -9,8 +9,8 @@ import pytest
 from httpx._utils import get_environment_proxies
 
 from sidecar import __version__
-from sidecar.delivery.httpclient import Endpoint, proxy_for
-from sidecar.delivery.policy import FailureKind, Response, TransportFailure
+from sidecar.delivery.httpclient import Endpoint, make_transport, proxy_for, redact_proxy
+from sidecar.delivery.policy import FailureKind, Response, TransportFailure, TransportUnavailable
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -180,3 +180,51 @@ async def test_post_reports_the_answer_or_names_the_transport_failure() -> None:
     ]
     for error, expected in cases:
         assert await failing(error).post(b"x", 1.0) == expected
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["http://proxy.corp:3128", "socks5://127.0.0.1:1080", "socks5h://user:secret@vpn.local:1080"],
+)
+async def test_http_and_socks_proxies_make_a_transport(
+    monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    """http, socks5 and socks5h proxies (ALL_PROXY) give a transport; making it connects to
+    nothing."""
+    monkeypatch.setenv("ALL_PROXY", proxy)
+    transport = make_transport("https://eu.i.posthog.com")
+    await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    ("proxy", "shown"),
+    [
+        ("ftp://proxy.corp:21", "ftp://proxy.corp:21"),
+        ("socks4://ann:hunter2@proxy.corp:1080", "socks4://ann:***@proxy.corp:1080"),
+        ("http://proxy.corp:notaport", "http://proxy.corp:notaport"),
+    ],
+)
+def test_a_proxy_that_cannot_be_used_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, proxy: str, shown: str
+) -> None:
+    """A proxy httpx cannot use (a kind it does not speak, a malformed URL) is reported as
+    TransportUnavailable naming the proxy, its password masked."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    with pytest.raises(TransportUnavailable) as raised:
+        make_transport("https://eu.i.posthog.com")
+    assert str(raised.value).startswith(f"the proxy {shown} cannot be used (")
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "shown"),
+    [
+        ("http://proxy.corp:3128", "http://proxy.corp:3128"),
+        ("socks5://ann:hunter2@p:1080", "socks5://ann:***@p:1080"),
+        ("socks5://ann@p:1080", "socks5://ann@p:1080"),
+        ("http://ann:pa@ss@p:1", "http://ann:***@p:1"),
+        ("ann:hunter2@p:1", "ann:***@p:1"),
+    ],
+)
+def test_redact_proxy_masks_only_the_password(proxy: str, shown: str) -> None:
+    assert redact_proxy(proxy) == shown

@@ -54,6 +54,7 @@ from support.events import normalize_event
 
 from sidecar.delivery.flush import FlushState, WaitReason
 from sidecar.delivery.handover import RECHECK_S, Handover
+from sidecar.delivery.policy import TransportUnavailable
 from sidecar.delivery.sender import Sender
 from sidecar.process.config import Config
 from sidecar.queue.astore import AsyncStore
@@ -299,8 +300,15 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> AsyncIterator[Rig]:
-    """A Rig with Config(**settings); the sender is cancelled and the store closed on exit."""
+async def rig_for(
+    tmp_path: Path,
+    capture: FakeCapture,
+    *,
+    make_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Rig]:
+    """A Rig with Config(**settings), sending to `capture` (or through `make_transport`); the
+    sender is cancelled and the store closed on exit."""
     config = replace(Config(data_dir=tmp_path, host=HOST), **settings)
     store = StillClockStore(config.db_path)
     transport = httpx.MockTransport(capture.handle)
@@ -309,7 +317,7 @@ async def rig_for(tmp_path: Path, capture: FakeCapture, **settings: Any) -> Asyn
             async with transport, trio.open_nursery() as n:
                 flush = FlushState()
                 sender = Sender(
-                    config, store, lambda: transport, rng=random.Random(SEED),
+                    config, store, make_transport or (lambda: transport), rng=random.Random(SEED),
                     clock=VirtualClock(), flush=flush,
                 )
                 yield Rig(config, store, sender, capture, n, flush=flush)
@@ -1176,3 +1184,32 @@ async def test_a_look_takes_back_the_stale_leases_of_a_live_holder(tmp_path: Pat
     assert after.free
     assert after.holders == {holder.owner.token: young}
     assert lease_owners(db_path) == [holder.owner.token, None]
+
+
+async def test_a_transport_that_cannot_be_made_fails_like_no_connection(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """When no transport can be made (the environment names a proxy that cannot be used), each
+    attempt fails as a connection that could not be made: uncounted, nothing dropped, the
+    event kept and free, `last_error` saying why; later attempts try to make it again."""
+    made: list[float] = []
+    reason = "the proxy ftp://proxy.invalid:21 cannot be used (no such kind)"
+
+    def unusable() -> httpx.AsyncBaseTransport:
+        made.append(trio.current_time())
+        raise TransportUnavailable(reason)
+
+    capture = FakeCapture()
+    async with rig_for(tmp_path, capture, make_transport=unusable) as rig:
+        await rig.enqueue(KEY_A, ["A0"])
+        await rig.start()
+        await trio.sleep(600)
+        await settle()
+        status = await rig.status()
+        rows = [(retries, owner) for _, _, retries, owner in rig.rows()]
+
+    assert len(made) >= 3
+    assert capture.requests == []
+    assert status.last_error == f"cannot connect to capture: {reason}"
+    assert (status.queued, status.delivered) == (1, 0)
+    assert rows == [(0, None)]
