@@ -21,6 +21,7 @@ from sidecar.process.config import Config
 from sidecar.process.methods import METHODS, Services
 from sidecar.process.parent import watch_parent
 from sidecar.process.stdio import READ_CHUNK
+from sidecar.process.unpacked import tidy_unpack_folders
 from sidecar.process.waits import cancel_when_set
 from sidecar.queue.astore import AsyncStore
 from sidecar.queue.store import StorageUnavailable
@@ -88,6 +89,7 @@ async def run(
                 nursery.start_soon(watch_signals, stopping)
                 # Process-level like the signals (on Linux a dead parent arrives as SIGTERM).
                 nursery.start_soon(watch_parent, stopping)
+                nursery.start_soon(tidy_unpack_folders)
             log.info("telemetry-sidecar %s ready; capture host %s", __version__, config.host)
             await serve_lines(stdin, dispatcher, send_out, stopping)
             with trio.move_on_after(FINAL_GRACE_S):

@@ -137,9 +137,14 @@ class LeaseOwner:
     @classmethod
     def current(cls) -> LeaseOwner:
         """This process."""
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> LeaseOwner:
+        """The process `pid` (raises psutil.NoSuchProcess if there is none)."""
         import psutil  # noqa: PLC0415 - loads with the first lease, not before the first answer
 
-        return cls(os.getpid(), psutil.Process().create_time())
+        return cls(pid, psutil.Process(pid).create_time())
 
     @property
     def token(self) -> str:

@@ -16,16 +16,23 @@ particular to frozen programs:
   `PYTHONIOENCODING`, which must not change a byte of the wire.
 - `--noconsole`/`--windowed`: never used (stdin/stdout would be None on Windows); the spec says
   `console=True`, and these tests talk to the binary over its stdio.
+- Unpack folders: a one-file binary killed together with its bootloader leaves the folder it
+  unpacked into; the next one-file sidecar removes it (`sidecar/process/unpacked.py`).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from sidecar import __version__
+from sidecar.process.unpacked import FOLDER_PREFIX, MARK
 from sidecar_dev.driver import SidecarProcess, sidecar_command
-from sidecar_dev.harness import TEST_KEY, event
+from sidecar_dev.harness import TEST_KEY, event, wait_until
 
 ROUND_TRIPS = 20
 
@@ -82,3 +89,57 @@ def test_a_non_utf8_locale_changes_nothing_on_the_wire(offline_port, spawn_sidec
     sidecar.stdout.decode("ascii")  # raises on any byte over 0x7f
     for line in sidecar.stdout.splitlines():
         json.loads(line)
+
+
+def _one_file_binary() -> bool:
+    """Whether SIDECAR_COMMAND is a one-file binary (which unpacks itself at each start)."""
+    command = sidecar_command()
+    return len(command) == 1 and not Path(command[0]).parent.name.endswith("-onedir")
+
+
+def _unpack_folders(temp: Path) -> set[Path]:
+    return {p for p in temp.iterdir() if p.name.startswith(FOLDER_PREFIX)}
+
+
+@pytest.mark.skipif(not _one_file_binary(), reason="only a one-file binary unpacks itself")
+@pytest.mark.skipif(sys.platform == "win32", reason="TMPDIR: the POSIX bootloaders' temp folder")
+def test_a_killed_one_file_sidecars_unpack_folder_goes_at_the_next_start(
+    tmp_path: Path, offline_port: int
+) -> None:
+    """A one-file sidecar killed with its bootloader leaves its unpack folder (~17.6 MB); the
+    next one-file sidecar on the machine removes it a little after its start, and keeps the
+    folder of one still running; each sidecar's own folder goes at its clean exit."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    host = offline_url(offline_port)
+
+    def marked(count: int) -> set[Path]:
+        folders: set[Path] = set()
+
+        def ready() -> bool:
+            folders.clear()
+            folders.update(p for p in _unpack_folders(temp) if (p / MARK).exists())
+            return len(folders) == count
+
+        wait_until(ready, f"{count} marked unpack folder(s) in {temp}")
+        return folders
+
+    with SidecarProcess(tmp_path / "killed", host, env=env) as killed, \
+            SidecarProcess(tmp_path / "running", host, env=env) as running:
+        killed.result("ping")
+        running.result("ping")
+        both = marked(2)
+        killed_folder = next(p for p in both if str(killed.tree()[0].pid) in
+                             (p / MARK).read_text().split(":")[0])
+        killed.kill()
+        assert killed_folder.exists()  # nothing could remove it: the leak being mended
+
+        with SidecarProcess(tmp_path / "next", host, env=env) as following:
+            following.result("ping")
+            wait_until(lambda: not killed_folder.exists(), "the killed sidecar's folder gone")
+            assert len(marked(2)) == 2  # the running one's and the new one's
+            assert "removed 1 unpack folder(s) of killed sidecars" in following.stderr
+            assert following.stop() == 0
+        assert running.stop() == 0
+    assert _unpack_folders(temp) == set()
