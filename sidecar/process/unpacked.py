@@ -6,8 +6,9 @@ program it runs (a SIGKILL of the process tree, the OOM killer, Windows ending a
 bootloader cannot, and the folder stays: on Windows, whose temp folder nothing empties, that
 adds up with every such kill.
 
-So each one-file sidecar marks its own folder with its bootloader's identity (pid and start
-time), and, a little after start, removes the folders whose mark names a process that is gone.
+So each one-file sidecar marks its own folder with its bootloader's identity and its own (pid
+and start time of each), and, a little after start, removes the folders whose mark names only
+processes that are gone (a program outliving its bootloader still uses its folder).
 A folder without the mark (another program built with PyInstaller, or a sidecar still
 unpacking or older than this) is never touched, nor is one whose mark cannot be read.
 """
@@ -28,7 +29,7 @@ from sidecar.queue.store import LeaseOwner
 
 log = logging.getLogger(__name__)
 
-# The file in an unpack folder naming the bootloader that owns it, as a `LeaseOwner` token.
+# The file in an unpack folder naming the processes that use it: `LeaseOwner` tokens, one a line.
 MARK = ".telemetry-sidecar-owner"
 # What a one-file bootloader names the folder it unpacks into.
 FOLDER_PREFIX = "_MEI"
@@ -46,15 +47,15 @@ def own_folder() -> Path | None:
     return folder if folder.name.startswith(FOLDER_PREFIX) else None
 
 
-def mark(folder: Path, owner: str) -> None:
-    """Name `owner` (a `LeaseOwner` token) in `folder`'s mark, whole or not at all."""
+def mark(folder: Path, owners: list[str]) -> None:
+    """Name `owners` (`LeaseOwner` tokens) in `folder`'s mark, whole or not at all."""
     draft = folder / f"{MARK}.{os.getpid()}"
-    draft.write_text(owner, encoding="ascii")
+    draft.write_text("\n".join(owners), encoding="ascii")
     draft.replace(folder / MARK)
 
 
 def stale_folders(own: Path, is_alive: Callable[[str], bool]) -> list[Path]:
-    """The marked unpack folders beside `own` whose owner is gone."""
+    """The marked unpack folders beside `own` whose owners are all gone."""
     stale = []
     try:
         siblings = list(own.parent.iterdir())
@@ -66,10 +67,10 @@ def stale_folders(own: Path, is_alive: Callable[[str], bool]) -> list[Path]:
         try:
             if folder.is_symlink() or not folder.is_dir():
                 continue
-            owner = (folder / MARK).read_text(encoding="ascii").strip()
+            owners = (folder / MARK).read_text(encoding="ascii").split()
         except (OSError, UnicodeDecodeError):
             continue  # not ours, still unpacking, or unreadable: left alone
-        if owner and not is_alive(owner):
+        if owners and not any(is_alive(owner) for owner in owners):
             stale.append(folder)
     return stale
 
@@ -85,16 +86,16 @@ def folder_bytes(folder: Path) -> int:
 
 
 def tidy(own: Path, bootloader_pid: int) -> tuple[int, int]:
-    """Mark `own` as the bootloader's, then remove the stale folders beside it; returns the
-    folders removed and their bytes. Removal is best effort: what cannot go now (a file
-    still open on Windows, a permission) is tried again at the next start."""
+    """Mark `own` as the bootloader's and this process's, then remove the stale folders
+    beside it; returns the folders removed and their bytes. Removal is best effort: what cannot
+    go now (a file still open on Windows, a permission) is tried again at the next start."""
     import psutil  # noqa: PLC0415 - never before the first answer
 
     try:
-        owner = LeaseOwner.of(bootloader_pid).token
+        owners = [LeaseOwner.of(bootloader_pid).token, LeaseOwner.current().token]
     except psutil.Error:
         return 0, 0  # the bootloader is gone already, so this process is stopping too
-    mark(own, owner)
+    mark(own, owners)
     removed = freed = 0
     for folder in stale_folders(own, LeaseOwner.is_alive):
         size = folder_bytes(folder)

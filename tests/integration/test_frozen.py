@@ -97,6 +97,11 @@ def _one_file_binary() -> bool:
     return len(command) == 1 and not Path(command[0]).parent.name.endswith("-onedir")
 
 
+def _marked_pids(folder: Path) -> set[int]:
+    """The pids an unpack folder's mark names (its bootloader's and its program's)."""
+    return {int(token.split(":")[0]) for token in (folder / MARK).read_text().split()}
+
+
 def _unpack_folders(temp: Path) -> set[Path]:
     return {p for p in temp.iterdir() if p.name.startswith(FOLDER_PREFIX)}
 
@@ -130,8 +135,8 @@ def test_a_killed_one_file_sidecars_unpack_folder_goes_at_the_next_start(
         killed.result("ping")
         running.result("ping")
         both = marked(2)
-        killed_folder = next(p for p in both if str(killed.tree()[0].pid) in
-                             (p / MARK).read_text().split(":")[0])
+        killed_folder = next(p for p in both if killed.pid in _marked_pids(p))
+        assert _marked_pids(killed_folder) == {p.pid for p in killed.tree()}
         killed.kill()
         assert killed_folder.exists()  # nothing could remove it: the leak being mended
 

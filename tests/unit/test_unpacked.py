@@ -34,12 +34,14 @@ def unpack_folder(temp: Path, name: str, owner: str | None, files: int = 2) -> P
 
 
 def test_only_marked_folders_of_gone_owners_are_stale(tmp_path: Path) -> None:
-    """Stale: a `_MEI…` folder beside ours whose mark names a process that is gone. Never
-    our own, an unmarked one (another PyInstaller program, or one still unpacking), a live
-    owner's, an empty or unreadable mark, a file, a symlink, or a folder of another name."""
+    """Stale: a `_MEI…` folder beside ours whose mark names only processes that are gone.
+    Never our own, an unmarked one (another PyInstaller program, or one still unpacking), one
+    with an owner alive (a program that outlived its bootloader), an empty or unreadable mark,
+    a file, a symlink, or a folder of another name."""
     own = unpack_folder(tmp_path, "_MEI000own", GONE)
-    dead = unpack_folder(tmp_path, "_MEI000dead", GONE)
+    dead = unpack_folder(tmp_path, "_MEI000dead", f"{GONE}\n{GONE}")
     unpack_folder(tmp_path, "_MEI000live", ALIVE)
+    unpack_folder(tmp_path, "_MEI000orphan", f"{GONE}\n{ALIVE}")
     unpack_folder(tmp_path, "_MEI000other", None)
     unpack_folder(tmp_path, "_MEI000empty", "")
     (unpack_folder(tmp_path, "_MEI000binary", None) / MARK).write_bytes(b"\xff\xfe")
@@ -56,14 +58,15 @@ def test_a_missing_temp_folder_has_nothing_stale(tmp_path: Path) -> None:
 
 def test_the_mark_is_written_whole(tmp_path: Path) -> None:
     """The mark appears by rename: a reader sees the whole token or no file; no draft stays."""
-    mark(tmp_path, "1234:1700000000.125")
-    assert (tmp_path / MARK).read_text(encoding="ascii") == "1234:1700000000.125"
+    mark(tmp_path, ["1234:1700000000.125", "1235:1700000000.250"])
+    assert (tmp_path / MARK).read_text(encoding="ascii").split() == [
+        "1234:1700000000.125", "1235:1700000000.250"]
     assert [p.name for p in tmp_path.iterdir()] == [MARK]
 
 
 def test_tidy_marks_its_own_folder_and_removes_the_dead_ones(tmp_path: Path) -> None:
-    """With real processes: our folder gets the bootloader's token; a folder marked by a
-    process that has exited goes, with its bytes counted; a live process's stays."""
+    """With real processes: our folder gets the bootloader's token and ours; a folder marked
+    by a process that has exited goes, with its bytes counted; a live process's stays."""
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited_token = LeaseOwner.of(exited.pid).token
     exited.wait()
@@ -77,7 +80,7 @@ def test_tidy_marks_its_own_folder_and_removes_the_dead_ones(tmp_path: Path) -> 
     assert (removed, freed) == (1, 3000 + len(exited_token))
     assert not dead.exists()
     assert kept.exists() and own.exists()
-    assert (own / MARK).read_text(encoding="ascii") == live
+    assert (own / MARK).read_text(encoding="ascii").split() == [live, live]  # pid = bootloader
 
 
 def test_tidy_does_nothing_when_the_bootloader_is_gone(tmp_path: Path) -> None:
