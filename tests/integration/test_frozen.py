@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -107,7 +106,6 @@ def _unpack_folders(temp: Path) -> set[Path]:
 
 
 @pytest.mark.skipif(not _one_file_binary(), reason="only a one-file binary unpacks itself")
-@pytest.mark.skipif(sys.platform == "win32", reason="TMPDIR: the POSIX bootloaders' temp folder")
 def test_a_killed_one_file_sidecars_unpack_folder_goes_at_the_next_start(
     tmp_path: Path, offline_port: int
 ) -> None:
@@ -116,7 +114,8 @@ def test_a_killed_one_file_sidecars_unpack_folder_goes_at_the_next_start(
     folder of one still running; each sidecar's own folder goes at its clean exit."""
     temp = tmp_path / "temp"
     temp.mkdir()
-    env = {"TMPDIR": str(temp)}
+    # Where each OS's bootloader unpacks: TMPDIR on Linux and macOS, TMP (then TEMP) on Windows.
+    env = {"TMPDIR": str(temp), "TMP": str(temp), "TEMP": str(temp)}
     host = offline_url(offline_port)
 
     def marked(count: int) -> set[Path]:

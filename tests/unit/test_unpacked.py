@@ -4,6 +4,7 @@ is in tests/integration/test_frozen.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def test_only_marked_folders_of_gone_owners_are_stale(tmp_path: Path) -> None:
     (unpack_folder(tmp_path, "_MEI000binary", None) / MARK).write_bytes(b"\xff\xfe")
     unpack_folder(tmp_path, "not-an-unpack", GONE)
     (tmp_path / "_MEI000file").write_text(GONE, encoding="ascii")
-    (tmp_path / "_MEI000link").symlink_to(dead)
+    with contextlib.suppress(OSError):  # Windows allows symlinks only with a privilege
+        (tmp_path / "_MEI000link").symlink_to(dead)
 
     assert stale_folders(own, is_alive) == [dead]
 
