@@ -69,9 +69,11 @@ def test_the_mark_is_written_whole(tmp_path: Path) -> None:
 def test_tidy_marks_its_own_folder_and_removes_the_dead_ones(tmp_path: Path) -> None:
     """With real processes: our folder gets the bootloader's token and ours; a folder marked
     by a process that has exited goes, with its bytes counted; a live process's stays."""
-    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited = subprocess.Popen(  # runs until its stdin closes: its token is read while it runs
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     exited_token = LeaseOwner.of(exited.pid).token
-    exited.wait()
+    exited.communicate()
     live = LeaseOwner.current().token
     own = unpack_folder(tmp_path, "_MEI000own", None)
     dead = unpack_folder(tmp_path, "_MEI000dead", exited_token, files=3)
