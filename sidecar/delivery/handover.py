@@ -92,19 +92,18 @@ class Handover:
         and wakes only every `RECHECK_S` (plus at once when a holder ends, where pidfds exist).
         """
         following = frozenset(holders)
+        keys = list(exclude_keys)
         async with trio.open_nursery() as race:
             if self._use_pidfd:
                 for token in following:
-                    race.start_soon(self._wait_for_exit, token, race.cancel_scope)
-            race.start_soon(self._recheck, following, list(exclude_keys), race.cancel_scope)
-        # A holder that ended has its leases taken back here, so the next claim finds them; a
-        # disk that refuses is the next claim's to report.
-        with contextlib.suppress(StorageUnavailable):
-            await self.look(exclude_keys)
+                    race.start_soon(self._wait_for_exit, token, keys, race.cancel_scope)
+            race.start_soon(self._recheck, following, keys, race.cancel_scope)
 
-    async def _wait_for_exit(self, token: str, done: trio.CancelScope) -> None:
-        """Cancel `done` once the process behind `token` has ended; without a pidfd for it,
-        leave that to the re-check."""
+    async def _wait_for_exit(
+        self, token: str, exclude_keys: list[str], done: trio.CancelScope
+    ) -> None:
+        """Once the process behind `token` has ended, take back its leases and cancel `done`;
+        without a pidfd for it, leave that to the re-check."""
         pidfd = _open_pidfd(token)
         if pidfd is None:
             return
@@ -113,14 +112,18 @@ class Handover:
             # so it cannot name a later process that reused the pid.
             if LeaseOwner.is_alive(token):
                 await trio.lowlevel.wait_readable(pidfd)
-            done.cancel()
         finally:
             os.close(pidfd)
+        # The next claim finds its rows free; a disk that refuses is that claim's to report.
+        with contextlib.suppress(StorageUnavailable):
+            await self.look(exclude_keys)
+        done.cancel()
 
     async def _recheck(
         self, following: frozenset[str], exclude_keys: list[str], done: trio.CancelScope
     ) -> None:
-        """Cancel `done` once a look finds rows free or other holders than `following`."""
+        """Cancel `done` once a look (which takes back the leases of holders that ended) finds
+        rows free or other holders than `following`."""
         while True:
             await trio.sleep(self._recheck_s)
             try:
