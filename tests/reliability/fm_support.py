@@ -99,9 +99,14 @@ class _LoopbackListener:
         self._thread.start()
 
     @property
+    def port(self) -> int:
+        """The port it listens on (127.0.0.1)."""
+        return int(self._sock.getsockname()[1])
+
+    @property
     def url(self) -> str:
         """The base URL to give as --host (or as HTTPS_PROXY)."""
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -186,73 +191,30 @@ class EndlessAnswer(_LoopbackListener):
                 return
 
 
-class ConnectProxy(_LoopbackListener):
-    """A tiny HTTP proxy for CONNECT tunnels (what httpx uses for https:// through a proxy).
+class _TunnelProxy(_LoopbackListener):
+    """A proxy that opens one tunnel a connection: the subclass reads the client's request in
+    `_open` (recording its target through `_record`) and names the answers that say the tunnel
+    is up or could not be made; bytes are then relayed both ways until either side closes."""
 
-    Records each CONNECT target; relays bytes both ways until either side closes.
-    """
+    ESTABLISHED: bytes
+    REFUSED: bytes
 
     def __init__(self) -> None:
         self.targets: list[str] = []
         super().__init__()
 
     def seen(self) -> list[str]:
-        """CONNECT targets so far, e.g. ['127.0.0.1:4443']."""
+        """Targets asked for so far, e.g. ['127.0.0.1:4443']."""
         with self._lock:
             return list(self.targets)
 
-    def _handle(self, conn: socket.socket) -> None:
-        self._in_thread(self._tunnel, conn)
-
-    def _tunnel(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            method, target, _ = request_line.split(" ", 2)
-            with self._lock:
-                self.targets.append(target if method == "CONNECT" else f"{method} {target}")
-            if method != "CONNECT":
-                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, _, port = target.rpartition(":")
-            try:
-                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
-            except OSError:
-                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            with upstream:
-                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                _relay(conn, upstream, self._stop)
-
-
-class Socks5Proxy(_LoopbackListener):
-    """A tiny SOCKS5 proxy (RFC 1928): CONNECT only, with no authentication or, when
-    `credentials` are given, user name and password (RFC 1929) required.
-
-    Records each CONNECT target as `host:port` (a name as given, or an IPv4 address) and the
-    credentials each client offered; relays bytes both ways until either side closes.
-    """
-
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
-        self.credentials = credentials
-        self.targets: list[str] = []
-        self.offered: list[tuple[str, str]] = []
-        super().__init__()
-
-    @property
-    def port(self) -> int:
-        """The port it listens on (127.0.0.1)."""
-        return int(self._sock.getsockname()[1])
-
-    def seen(self) -> list[str]:
-        """CONNECT targets so far, e.g. ['127.0.0.1:4443']."""
+    def _record(self, target: str) -> None:
         with self._lock:
-            return list(self.targets)
+            self.targets.append(target)
+
+    def _open(self, conn: socket.socket) -> tuple[str, int] | None:
+        """Read the request; the host and port to tunnel to, or None when turned away."""
+        raise NotImplementedError
 
     def _handle(self, conn: socket.socket) -> None:
         self._in_thread(self._tunnel, conn)
@@ -261,25 +223,66 @@ class Socks5Proxy(_LoopbackListener):
         with conn:
             conn.settimeout(5)
             try:
-                target = self._negotiate(conn)
+                target = self._open(conn)
             except (OSError, ValueError):
                 return
             if target is None:
                 return
-            host, port = target
             try:
-                upstream = socket.create_connection((host, port), timeout=5)
+                upstream = socket.create_connection(target, timeout=5)
             except OSError:
-                conn.sendall(b"\x05\x05\x00\x01" + bytes(6))  # connection refused
+                conn.sendall(self.REFUSED)
                 return
             with upstream:
-                conn.sendall(b"\x05\x00\x00\x01" + bytes(6))  # succeeded
+                conn.sendall(self.ESTABLISHED)
                 conn.settimeout(None)
                 _relay(conn, upstream, self._stop)
 
-    def _negotiate(self, conn: socket.socket) -> tuple[str, int] | None:
-        """The method choice, the sub-negotiation if any, and the request; the target, or None
-        when the client was turned away."""
+
+class ConnectProxy(_TunnelProxy):
+    """A tiny HTTP proxy for CONNECT tunnels (what httpx uses for https:// through a proxy).
+
+    Records each CONNECT target (and any other request as `METHOD target`, refused).
+    """
+
+    ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+    REFUSED = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
+
+    def _open(self, conn: socket.socket) -> tuple[str, int] | None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return None
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        method, target, _ = request_line.split(" ", 2)
+        self._record(target if method == "CONNECT" else f"{method} {target}")
+        if method != "CONNECT":
+            conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return None
+        host, _, port = target.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class Socks5Proxy(_TunnelProxy):
+    """A tiny SOCKS5 proxy (RFC 1928): CONNECT only, with no authentication or, when
+    `credentials` are given, user name and password (RFC 1929) required.
+
+    Records each CONNECT target as `host:port` (a name as given, or an IPv4 address) and the
+    credentials each client offered.
+    """
+
+    ESTABLISHED = b"\x05\x00\x00\x01" + bytes(6)  # succeeded
+    REFUSED = b"\x05\x05\x00\x01" + bytes(6)  # connection refused
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials
+        self.offered: list[tuple[str, str]] = []
+        super().__init__()
+
+    def _open(self, conn: socket.socket) -> tuple[str, int] | None:
+        """The method choice, the sub-negotiation if any, and the request."""
         version, count = _read_exact(conn, 2)
         if version != 5:
             raise ValueError("not SOCKS5")
@@ -307,8 +310,7 @@ class Socks5Proxy(_LoopbackListener):
         else:
             raise ValueError(f"address type {address_type} not served")
         port = int.from_bytes(_read_exact(conn, 2), "big")
-        with self._lock:
-            self.targets.append(f"{host}:{port}")
+        self._record(f"{host}:{port}")
         if command != 1:
             conn.sendall(b"\x05\x07\x00\x01" + bytes(6))  # command not supported
             return None
