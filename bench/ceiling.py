@@ -20,12 +20,12 @@ own, so nothing else in the benchmark competes for its GIL.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -34,6 +34,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent)]
 
 from profiles import events as profile_events  # noqa: E402
 
+from sidecar.delivery.capture import BodyDraft  # noqa: E402
 from sidecar.delivery.httpclient import Endpoint, make_transport  # noqa: E402
 from sidecar_dev.harness import TEST_KEY  # noqa: E402
 
@@ -42,10 +43,9 @@ WARM_UP = 200
 
 
 def body(batch: int) -> bytes:
-    """One /batch/ body of `batch` small events, gzip as the sidecar sends it."""
-    document = {"api_key": TEST_KEY, "batch": profile_events("small", batch, seed=99),
-                "sent_at": "2026-12-03T10:00:00.000Z"}
-    return gzip.compress(json.dumps(document, separators=(",", ":")).encode(), 5)
+    """One /batch/ body of `batch` small events, made as the sidecar makes it."""
+    bodies = [json.dumps(e, separators=(",", ":")) for e in profile_events("small", batch, seed=99)]
+    return BodyDraft(TEST_KEY, bodies).finish(datetime.now(UTC))
 
 
 async def measure(url: str, batch: int, requests: int, rounds: int) -> dict[str, object]:

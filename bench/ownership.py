@@ -52,6 +52,16 @@ MAX_BYTES = 5 * 1024 * 1024
 _SENDER = "sender"  # ph_meta key of the owner token in the prototype
 
 
+def _delete_rows(db: sqlite3.Connection, ids: Sequence[int]) -> int:
+    """Delete rows by id alone: in the prototypes a row carries no lease to check."""
+    if not ids:
+        return 0
+    return db.execute(
+        f"DELETE FROM ph_event_queue WHERE id IN ({_marks(len(ids))})",
+        list(ids),
+    ).rowcount
+
+
 class OwnedStore(Store):
     """The prototype: rows carry no lease; the queue has one sending process at a time."""
 
@@ -88,12 +98,7 @@ class OwnedStore(Store):
         return Claim(api_key, tuple(chosen))
 
     def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
-        if not ids:
-            return 0
-        return db.execute(
-            f"DELETE FROM ph_event_queue WHERE id IN ({_marks(len(ids))})",
-            list(ids),
-        ).rowcount
+        return _delete_rows(db, ids)
 
 
 class RangeStore(Store):
@@ -142,12 +147,7 @@ class RangeStore(Store):
         return Claim(api_key, tuple(chosen))
 
     def _delete_mine(self, db: sqlite3.Connection, ids: Sequence[int]) -> int:
-        if not ids:
-            return 0
-        return db.execute(
-            f"DELETE FROM ph_event_queue WHERE id IN ({_marks(len(ids))})",
-            list(ids),
-        ).rowcount
+        return _delete_rows(db, ids)
 
 
 def make_backlog(path: Path, events: int, pad: int) -> None:
