@@ -1,16 +1,15 @@
 """The unpack folders that killed one-file sidecars leave behind, found and removed.
 
 A one-file binary unpacks its native libraries into a new `_MEI…` folder in the temp folder at
-every start (about 17.6 MB) and its bootloader removes it at exit. Killed together with the
-program it runs (a SIGKILL of the process tree, the OOM killer, Windows ending a job), the
-bootloader cannot, and the folder stays: on Windows, whose temp folder nothing empties, that
-adds up with every such kill.
+every start, and its bootloader removes it at exit. Killed together with the program it runs (a
+SIGKILL of the process tree, the OOM killer, Windows ending a job), the bootloader cannot, and
+the folder stays: on Windows, whose temp folder nothing empties, that adds up with every kill.
 
 So each one-file sidecar marks its own folder with its bootloader's identity and its own (pid
 and start time of each), and, a little after start, removes the folders whose mark names only
-processes that are gone (a program outliving its bootloader still uses its folder).
-A folder without the mark (another program built with PyInstaller, or a sidecar still
-unpacking or older than this) is never touched, nor is one whose mark cannot be read.
+processes that are gone (a program outliving its bootloader still uses its folder). A folder
+without the mark (another program built with PyInstaller, or a sidecar still unpacking or older
+than this) is never touched, nor is one whose mark cannot be read.
 """
 
 from __future__ import annotations
