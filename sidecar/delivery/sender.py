@@ -180,13 +180,18 @@ class LazyEndpoint:
         self._make_transport = make_transport
         self._endpoint: Endpoint | None = None
 
-    def get(self) -> Endpoint:
-        """The endpoint, made now if this is the first send."""
+    async def post(self, body: bytes, timeout: float) -> Answer:  # noqa: ASYNC109
+        """`Endpoint.post`, the endpoint made first if this is the first send. A transport that
+        cannot be made (an unusable proxy) fails as a connection that could not be made, and
+        is tried again at the next attempt."""
         if self._endpoint is None:
             from sidecar.delivery.httpclient import Endpoint  # noqa: PLC0415 - see the class
 
-            self._endpoint = Endpoint(self._url, self._make_transport())
-        return self._endpoint
+            try:
+                self._endpoint = Endpoint(self._url, self._make_transport())
+            except TransportUnavailable as exc:
+                return TransportFailure(FailureKind.CONNECT, str(exc))
+        return await self._endpoint.post(body, timeout)
 
     async def aclose(self) -> None:
         """Close the transport (and its connections), if one was made."""
@@ -414,12 +419,8 @@ class Sender:
     ) -> Answer:
         if draft is None:  # a part of a split batch: compressed here, it is rare
             draft = BodyDraft(api_key, [e.body for e in events])
-        try:
-            endpoint = self._endpoint.get()
-        except TransportUnavailable as exc:
-            return TransportFailure(FailureKind.CONNECT, str(exc))
         body = draft.finish(self._clock.wall())
-        return await endpoint.post(body, self._config.request_timeout_s)
+        return await self._endpoint.post(body, self._config.request_timeout_s)
 
     async def _carry_out(
         self,
